@@ -1,0 +1,208 @@
+"""The exception tree of gmail-xoauth2: every error the library raises.
+
+::
+
+    Error
+    ├── ConfigurationError (ValueError)      bad argument, file or setting
+    │   ├── InsecureTokenFile (PermissionError)  token file readable by others
+    │   └── UnsupportedFlow                  out-of-band or device flow asked for
+    ├── TokenError                           a token could not be obtained (.retryable)
+    │   └── TokenRevokedError                invalid_grant: authorize again
+    ├── ProtocolError                        a peer sent something we cannot parse
+    │   └── ChallengeDecodeError (ValueError)
+    ├── AuthenticationFailed                 the server rejected the SASL exchange
+    ├── TooManyConnections                   Gmail's limit of 15 connections per user
+    ├── InsecureConnection                   TLS missing or stripped; no token was sent
+    ├── ConnectionLost (ConnectionError)     the connection died (.outcome_unknown)
+    │   └── DeliveryUnknown                  SMTP: the message may or may not be sent
+    └── Timeout (TimeoutError)
+
+No message, repr or attribute of these exceptions holds an access token, a refresh
+token, a client secret or a SASL string.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationFailed",
+    "ChallengeDecodeError",
+    "ConfigurationError",
+    "ConnectionLost",
+    "DeliveryUnknown",
+    "Error",
+    "InsecureConnection",
+    "InsecureTokenFile",
+    "ProtocolError",
+    "Timeout",
+    "TokenError",
+    "TokenRevokedError",
+    "TooManyConnections",
+    "UnsupportedFlow",
+]
+
+_REAUTHORIZE_ADVICE = "run `gmail-xoauth2 authorize` again to get a new refresh token"
+
+
+class Error(Exception):
+    """Root of every exception raised by gmail-xoauth2."""
+
+
+class ConfigurationError(Error, ValueError):
+    """An argument, file or setting is wrong; the message says how to fix it."""
+
+
+class InsecureTokenFile(ConfigurationError, PermissionError):
+    """A token file can be read by group or others; it is refused, not used."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"token file {path} is readable by group or others; "
+            f"restrict it with `chmod 600 {path}` and try again"
+        )
+
+    def __reduce__(self) -> tuple[type[InsecureTokenFile], tuple[str]]:
+        return (type(self), (self.path,))
+
+
+class UnsupportedFlow(ConfigurationError):
+    """An OAuth flow Google no longer allows for Gmail was asked for."""
+
+
+class TokenError(Error):
+    """An access token could not be obtained.
+
+    Attributes:
+        retryable: True when trying again later may succeed (network failure,
+            5xx or 429 from the token endpoint).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, {"retryable": self.retryable}))
+
+
+class TokenRevokedError(TokenError):
+    """The refresh token was rejected with ``invalid_grant``: authorize again."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or (
+                "refresh token rejected (invalid_grant): it was expired or revoked. "
+                "If the OAuth consent screen is in Testing, Google expires refresh "
+                "tokens after 7 days (publish the app to avoid this); "
+                + _REAUTHORIZE_ADVICE
+            ),
+            retryable=False,
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), self.args)
+
+
+class ProtocolError(Error):
+    """A server or endpoint sent something this library cannot understand."""
+
+
+class ChallengeDecodeError(ProtocolError, ValueError):
+    """A SASL error challenge was not base64 JSON of the expected shape."""
+
+
+class AuthenticationFailed(Error):
+    """The server rejected the SASL exchange.
+
+    Attributes:
+        protocol: ``"imap"``, ``"pop"`` or ``"smtp"``.
+        mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``.
+        status: the ``status`` of the decoded error challenge (``"400"``,
+            ``"401"``, ``"invalid_token"``...), or None when there was none.
+        scope: the ``scope`` the server asked for, or None.
+        server_text: the server's final reply line (it never holds a secret).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        protocol: str,
+        mechanism: str,
+        status: str | None = None,
+        scope: str | None = None,
+        server_text: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.protocol = protocol
+        self.mechanism = mechanism
+        self.status = status
+        self.scope = scope
+        self.server_text = server_text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        fields = {
+            "protocol": self.protocol,
+            "mechanism": self.mechanism,
+            "status": self.status,
+            "scope": self.scope,
+            "server_text": self.server_text,
+        }
+        return (_rebuild, (type(self), self.args, fields))
+
+
+class TooManyConnections(Error):
+    """Gmail refused the login: the user already has too many connections.
+
+    Gmail allows about 15 simultaneous IMAP connections per user, shared by
+    every client of that account; close some (other mail clients count too).
+    """
+
+
+class InsecureConnection(Error):
+    """TLS was required but not available; no token was sent."""
+
+
+class ConnectionLost(Error, ConnectionError):
+    """The connection died and could not be used to finish the operation.
+
+    Attributes:
+        outcome_unknown: True when the command had been sent, so the server may
+            or may not have carried it out; the library did not send it again.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild,
+            (type(self), self.args, {"outcome_unknown": self.outcome_unknown}),
+        )
+
+
+class DeliveryUnknown(ConnectionLost):
+    """SMTP: the connection died after the message's final dot, before the reply.
+
+    The server may or may not have accepted the message, so it was not sent
+    again. Check the Sent Mail folder before sending it again by hand.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = True) -> None:
+        super().__init__(message, outcome_unknown=outcome_unknown)
+
+
+class Timeout(Error, TimeoutError):
+    """A network operation did not finish in time."""
+
+
+def _rebuild(
+    cls: type[Error], args: tuple[object, ...], fields: dict[str, object]
+) -> Error:
+    """Recreate an exception with keyword fields when it is unpickled."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(fields)
+    return exc
