@@ -1,0 +1,834 @@
+"""The fake servers' shared parts: TLS line server, SASL backend, faults, transcript.
+
+Each protocol server (IMAP, POP3, SMTP) subclasses :class:`LineServer` and
+:class:`Connection`; one :class:`Backend` is shared by all of them. The
+backend checks tokens against the fake Google, keeps the registry of
+authenticated sessions (and ends them when their token expires on the clock),
+holds the fault controls, and records every line both ways.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import ClassVar, Literal, Protocol
+
+from .. import sasl
+from .._tokens import Clock, utcnow
+from ..errors import ProtocolError
+from ._mailstore import MailStore
+
+__all__ = [
+    "AuthFailure",
+    "Backend",
+    "Connection",
+    "FaultAction",
+    "Faults",
+    "Grant",
+    "LineServer",
+    "TokenInfoLike",
+    "TokenLookup",
+    "TranscriptLine",
+    "gmail_id",
+]
+
+logger = logging.getLogger(__name__)
+
+FaultAction = Literal["drop_before", "drop_after", "reply"]
+_ACTIONS = ("drop_before", "drop_after", "reply")
+_MAX_LINE = 1 << 20  # longer lines are a broken client: the fake hangs up
+_BUFSIZE = 65536
+
+
+def gmail_id(conn_id: int) -> str:
+    """The server-side id Gmail puts in its greeting and replies, for a connection.
+
+    Gmail's ids look like ``d75a77b69052e-2b0c1c0a3f5sm1234567pfb``; the fake's are
+    derived from the connection id so tests can predict the exact lines.
+    """
+    return f"fake{conn_id:04d}mb{(conn_id * 2654435761) % 10**8:08d}gmx"
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One line on the wire.
+
+    Attributes:
+        protocol: ``"imap"``, ``"pop"`` or ``"smtp"`` (465 and 587 alike).
+        conn_id: the connection's number, unique across the backend, from 1.
+        direction: ``"C"`` (client to server) or ``"S"`` (server to client).
+        data: the line without its CRLF, or the raw bytes of a literal.
+    """
+
+    protocol: str
+    conn_id: int
+    direction: Literal["C", "S"]
+    data: bytes
+
+
+class TokenInfoLike(Protocol):
+    """What the backend needs to know about an access token."""
+
+    @property
+    def email(self) -> str: ...
+
+    @property
+    def scopes(self) -> Collection[str]: ...
+
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+class TokenLookup(Protocol):
+    """The fake Google, as the backend sees it."""
+
+    def lookup(self, token: str) -> TokenInfoLike | None: ...
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A successful SASL authentication.
+
+    Attributes:
+        user: the mailbox owner, as the store spells it (lower case).
+        mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``.
+        expires_at: when the token expires; the session ends then.
+    """
+
+    user: str
+    mechanism: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    """A failed SASL authentication. Never shown on the wire beyond Gmail's lines.
+
+    Attributes:
+        reason: why, for test diagnostics (``"unknown token"``, ``"expired"``,
+            ``"wrong scope"``, ``"other user"``, ``"no such user"``,
+            ``"malformed"``, ``"unsupported mechanism"``).
+        malformed: the response could not be decoded at all (SMTP answers
+            ``501 5.5.2 Cannot Decode response`` to that).
+    """
+
+    reason: str
+    malformed: bool = False
+
+
+class _Disconnected(Exception):
+    """The connection is gone (peer hung up, or the server ended it)."""
+
+
+@dataclass
+class _Fault:
+    protocol: str
+    command: str
+    action: FaultAction
+    line: bytes | None
+    remaining: int
+
+
+class Faults:
+    """Faults armed by tests and consulted by the servers before every command.
+
+    Commands are matched case-insensitively on the verb the protocol server
+    names (``"AUTH"``, ``"DATA"``, ``"RETR"``, ``"APPEND"``, ``"UID FETCH"``...),
+    or the pseudo-command ``"GREETING"`` for the server's first line; ``"*"``
+    matches any command.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[_Fault] = []
+        self._holds: list[tuple[str, str, threading.Event]] = []
+        self._released = False
+
+    def fail_next(
+        self,
+        protocol: str,
+        command: str,
+        action: FaultAction,
+        *,
+        line: str | bytes | None = None,
+        count: int = 1,
+    ) -> None:
+        """Arm a fault for the next ``count`` matching commands.
+
+        Args:
+            protocol: ``"imap"``, ``"pop"`` or ``"smtp"``.
+            command: the command verb, ``"GREETING"`` or ``"*"``.
+            action: ``"drop_before"`` closes the connection on receiving the
+                command, without running it; ``"drop_after"`` runs it fully
+                (continuation lines included) and closes without sending its
+                reply; ``"reply"`` answers ``line`` instead of running it.
+            line: the reply for ``"reply"``, without CRLF (IMAP adds the tag
+                unless it starts with ``*``).
+            count: how many commands it applies to.
+
+        Raises:
+            ValueError: an unknown action, or ``"reply"`` without a line.
+        """
+        if action not in _ACTIONS:
+            raise ValueError(f"action must be one of {_ACTIONS}, not {action!r}")
+        if action == "reply" and line is None:
+            raise ValueError('action "reply" needs the line to answer')
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        data = line.encode() if isinstance(line, str) else line
+        with self._lock:
+            self._faults.append(
+                _Fault(protocol.lower(), command.upper(), action, data, count)
+            )
+
+    def hold_next(self, protocol: str, command: str) -> threading.Event:
+        """Hold the reply to the next matching command until the event is set.
+
+        The command runs, and continuation lines go out, but its reply waits.
+        Closing the server sets every event still held.
+        """
+        event = threading.Event()
+        with self._lock:
+            if self._released:
+                event.set()
+            self._holds.append((protocol.lower(), command.upper(), event))
+        return event
+
+    def take(
+        self, protocol: str, command: str
+    ) -> tuple[_Fault | None, threading.Event | None]:
+        """Consume the fault and the hold (if any) armed for this command."""
+        verb = command.upper()
+        fault: _Fault | None = None
+        hold: threading.Event | None = None
+        with self._lock:
+            for armed in self._faults:
+                if armed.protocol == protocol and armed.command in (verb, "*"):
+                    armed.remaining -= 1
+                    if armed.remaining == 0:
+                        self._faults.remove(armed)
+                    fault = armed
+                    break
+            for entry in self._holds:
+                if entry[0] == protocol and entry[1] in (verb, "*"):
+                    self._holds.remove(entry)
+                    hold = entry[2]
+                    break
+        return fault, hold
+
+    def release_all(self) -> None:
+        """Set every held event and forget every armed fault."""
+        with self._lock:
+            self._released = True
+            holds = [event for _, _, event in self._holds]
+            self._holds.clear()
+            self._faults.clear()
+        for event in holds:
+            event.set()
+
+
+class Backend:
+    """What the IMAP, POP and SMTP servers share.
+
+    Args:
+        google: the fake Google (anything with ``lookup(token)``).
+        store: the mailboxes.
+        clock: the time; a clock with ``on_advance`` (``ManualClock``) ends
+            sessions the moment it passes their token's expiry.
+        aliases: extra From addresses each user may send as.
+        session_limits: the most authenticated sessions per user, by protocol
+            (Gmail allows 15 IMAP connections per account).
+    """
+
+    def __init__(
+        self,
+        google: TokenLookup,
+        store: MailStore,
+        *,
+        clock: Clock = utcnow,
+        aliases: Mapping[str, Iterable[str]] | None = None,
+        session_limits: Mapping[str, int] | None = None,
+    ) -> None:
+        self.google = google
+        self.store = store
+        self.clock = clock
+        self.faults = Faults()
+        self.aliases: dict[str, frozenset[str]] = {
+            user.lower(): frozenset(a.lower() for a in addrs)
+            for user, addrs in (aliases or {}).items()
+        }
+        self.session_limits = dict(
+            session_limits if session_limits is not None else {"imap": 15}
+        )
+        self.error_challenge = sasl.encode_error_challenge()
+        self._lock = threading.Lock()
+        self._transcript: list[TranscriptLine] = []
+        self._conn_ids = 0
+        self._counts: dict[str, int] = {}
+        self._live: list[Connection] = []
+        self._closed = False
+        on_advance = getattr(clock, "on_advance", None)
+        if callable(on_advance):
+            on_advance(self._on_clock)
+
+    # -- authentication ---------------------------------------------------------
+
+    def authenticate(
+        self, mechanism: str, response: bytes | str
+    ) -> Grant | AuthFailure:
+        """Check a base64 SASL initial response against the fake Google.
+
+        Unknown, expired, revoked, wrong-scope and other-user tokens all fail
+        alike; the reason is only for tests.
+        """
+        mech = mechanism.upper()
+        if mech not in ("XOAUTH2", "OAUTHBEARER"):
+            return AuthFailure("unsupported mechanism")
+        try:
+            parsed = sasl.parse_client_response(mech, response)
+        except ProtocolError:
+            return AuthFailure("malformed", malformed=True)
+        info = self.google.lookup(parsed.token)
+        if info is None:
+            return AuthFailure("unknown token")
+        if info.email.lower() != parsed.user.lower():
+            return AuthFailure("other user")
+        scopes = info.scopes.split() if isinstance(info.scopes, str) else info.scopes
+        if sasl.MAIL_SCOPE not in scopes:
+            return AuthFailure("wrong scope")
+        expires_at = info.expires_at
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at <= self.clock():
+            return AuthFailure("expired")
+        if not self.store.has_user(parsed.user):
+            return AuthFailure("no such user")
+        return Grant(parsed.user.lower(), mech, expires_at)
+
+    def can_send_as(self, user: str, address: str) -> bool:
+        """Whether ``user`` may send with From ``address`` (itself or an alias)."""
+        address = address.lower()
+        return address == user.lower() or address in self.aliases.get(
+            user.lower(), frozenset()
+        )
+
+    # -- connections and sessions -------------------------------------------------
+
+    def _connection_opened(self, conn: Connection) -> int:
+        with self._lock:
+            self._conn_ids += 1
+            self._counts[conn.protocol] = self._counts.get(conn.protocol, 0) + 1
+            self._live.append(conn)
+            return self._conn_ids
+
+    def _connection_closed(self, conn: Connection) -> None:
+        with self._lock:
+            if conn in self._live:
+                self._live.remove(conn)
+
+    def connection_count(self, protocol: str | None = None) -> int:
+        """How many connections were accepted so far (for ``protocol``, or all)."""
+        with self._lock:
+            if protocol is None:
+                return sum(self._counts.values())
+            return self._counts.get(protocol, 0)
+
+    def live_connections(self, protocol: str | None = None) -> list[Connection]:
+        """The connections open now."""
+        with self._lock:
+            return [c for c in self._live if protocol in (None, c.protocol)]
+
+    def open_session(self, conn: Connection, grant: Grant) -> bool:
+        """Register an authenticated session; False when the user has too many."""
+        limit = self.session_limits.get(conn.protocol)
+        with self._lock:
+            if limit is not None:
+                count = sum(
+                    1
+                    for c in self._live
+                    if c.protocol == conn.protocol
+                    and c.grant is not None
+                    and c.grant.user == grant.user
+                )
+                if count >= limit:
+                    return False
+            conn.grant = grant
+        return True
+
+    def end_sessions(
+        self, user: str, protocol: str | None = None, *, text: str | None = None
+    ) -> int:
+        """End every session of ``user`` as Gmail ends expired ones; return how many."""
+        ended = 0
+        for conn in self.live_connections(protocol):
+            grant = conn.grant
+            if grant is not None and grant.user == user.lower():
+                conn.end_session("ended", text)
+                ended += 1
+        return ended
+
+    def _on_clock(self, now: datetime) -> None:
+        if self._closed:
+            return
+        for conn in self.live_connections():
+            conn.check_time(now)
+
+    # -- transcript -------------------------------------------------------------
+
+    def record(
+        self, protocol: str, conn_id: int, direction: Literal["C", "S"], data: bytes
+    ) -> None:
+        """Add one line to the transcript."""
+        with self._lock:
+            self._transcript.append(TranscriptLine(protocol, conn_id, direction, data))
+
+    def transcript(
+        self, protocol: str | None = None, conn_id: int | None = None
+    ) -> list[TranscriptLine]:
+        """Every line so far, in order, optionally for one protocol or connection."""
+        with self._lock:
+            return [
+                line
+                for line in self._transcript
+                if protocol in (None, line.protocol) and conn_id in (None, line.conn_id)
+            ]
+
+    def close(self) -> None:
+        """Release held replies and stop reacting to the clock."""
+        self._closed = True
+        self.faults.release_all()
+
+
+class Connection:
+    """One client connection, served by its own thread.
+
+    Subclasses set ``protocol``, write :meth:`greet` and :meth:`handle_line`, and
+    run each command through :meth:`dispatch` so the fault controls apply.
+    Server lines go out with :meth:`send_line`; a multi-step command reads
+    the client's next lines with :meth:`readline` (and IMAP literals with
+    :meth:`read_exact`).
+    """
+
+    protocol: ClassVar[str] = ""
+
+    def __init__(self, server: LineServer, sock: socket.socket, peer: str) -> None:
+        self.server = server
+        self.backend = server.backend
+        self.sock = sock
+        self.peer = peer
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.grant: Grant | None = None
+        self.conn_id = self.backend._connection_opened(self)
+        self.gmail_id = gmail_id(self.conn_id)
+        self.last_active = self.backend.clock()
+        self._buffer = bytearray()
+        self._wlock = threading.RLock()
+        self._mode: Literal["send", "drop", "hold"] = "send"
+        self._held: list[bytes] = []
+        self._hold: threading.Event | None = None
+        self._closing = False
+
+    # -- what subclasses write ------------------------------------------------------
+
+    def greet(self) -> None:
+        """Send the greeting."""
+        raise NotImplementedError
+
+    def handle_line(self, line: bytes) -> None:
+        """Handle one command line (without CRLF)."""
+        raise NotImplementedError
+
+    def is_continuation(self, line: bytes) -> bool:
+        """Whether a server line asks the client to go on (``+``, ``334``, ``354``)."""
+        return False
+
+    def fault_reply(self, line: bytes) -> tuple[list[bytes], bool]:
+        """The lines a ``"reply"`` fault sends, and whether to close after them."""
+        return [line], False
+
+    def session_end_lines(self, reason: str, text: str | None) -> list[bytes]:
+        """What to send when the session ends.
+
+        Args:
+            reason: ``"expired"`` (the token expired on the clock), ``"ended"``
+                (``end_sessions``) or ``"idle"``.
+            text: the line a test asked for instead of the default, if any.
+        """
+        return [text.encode()] if text is not None else []
+
+    def check_time(self, now: datetime) -> bool:
+        """End the session if its token expired; return whether it goes on."""
+        grant = self.grant
+        if grant is not None and grant.expires_at is not None:
+            if now >= grant.expires_at:
+                self.end_session("expired")
+                return False
+        return True
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve the connection until it ends; record unexpected errors."""
+        try:
+            if not self.tls and self.server.implicit_tls:
+                self.sock = self._wrap(self.sock)
+            self.dispatch("GREETING", self.greet)
+            while not self._closing:
+                line = self.readline()
+                now = self.backend.clock()
+                if not self.check_time(now):
+                    break
+                self.last_active = now
+                self.handle_line(line)
+        except _Disconnected:
+            pass
+        except (OSError, ssl.SSLError) as exc:
+            if not self._closing:
+                logger.debug("%s connection %d: %r", self.protocol, self.conn_id, exc)
+        except Exception as exc:
+            logger.exception("%s connection %d failed", self.protocol, self.conn_id)
+            self.server._errors.append(exc)
+        finally:
+            self.close()
+            self.sock.close()
+            self.backend._connection_closed(self)
+            self.server._forget(self)
+
+    def close(self) -> None:
+        """Hang up; safe from any thread (the handler thread frees the socket)."""
+        with self._wlock:
+            self._closing = True
+            hold = self._hold
+        if hold is not None:
+            # A reply held for the test will never be sent: stop waiting.
+            hold.set()
+        try:
+            # The plain socket's shutdown wakes a recv() in the handler thread,
+            # even under TLS (SSLSocket.shutdown would tear down its SSL state).
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    @property
+    def closing(self) -> bool:
+        """Whether the connection is being closed."""
+        return self._closing
+
+    def end_session(self, reason: str, text: str | None = None) -> None:
+        """Send the protocol's session-end lines (ignoring holds) and hang up."""
+        with self._wlock:
+            if self._closing:
+                return
+            try:
+                for line in self.session_end_lines(reason, text):
+                    self._write(line + b"\r\n", line)
+            except OSError:
+                pass
+        logger.debug(
+            "%s connection %d: session %s", self.protocol, self.conn_id, reason
+        )
+        self.close()
+
+    # -- commands and faults ------------------------------------------------------
+
+    def dispatch(self, command: str, execute: Callable[[], None]) -> None:
+        """Run one command, applying the faults armed for it."""
+        fault, hold = self.backend.faults.take(self.protocol, command)
+        if hold is not None:
+            with self._wlock:
+                self._mode = "hold"
+                self._hold = hold
+                if self._closing:
+                    hold.set()
+        try:
+            if fault is None:
+                execute()
+            elif fault.action == "drop_before":
+                self.close()
+                raise _Disconnected
+            elif fault.action == "reply":
+                assert fault.line is not None
+                lines, hang_up = self.fault_reply(fault.line)
+                for line in lines:
+                    self.send_line(line)
+                if hang_up:
+                    self.close()
+            else:
+                with self._wlock:
+                    self._mode = "drop"
+                execute()
+                self.close()
+                raise _Disconnected
+        finally:
+            if hold is not None:
+                hold.wait()
+                with self._wlock:
+                    self._mode = "send"
+                    self._hold = None
+                    held, self._held = self._held, []
+                    for data in held:
+                        if not self._closing:
+                            self._write(data, data.removesuffix(b"\r\n"))
+
+    # -- I/O ----------------------------------------------------------------------
+
+    def send_line(self, line: bytes) -> None:
+        """Send one line (CRLF is added); recorded as sent."""
+        self.send(line + b"\r\n", record=line, continuation=self.is_continuation(line))
+
+    def send(
+        self, data: bytes, *, record: bytes | None = None, continuation: bool = False
+    ) -> None:
+        """Send raw bytes (an IMAP literal, say), recorded as ``record`` or as is."""
+        with self._wlock:
+            if self._closing:
+                raise _Disconnected
+            if self._mode == "drop" and not continuation:
+                return
+            if self._mode == "hold" and not continuation:
+                self._held.append(data)
+                return
+            self._write(data, data if record is None else record)
+
+    def _write(self, data: bytes, record: bytes) -> None:
+        self.backend.record(self.protocol, self.conn_id, "S", record)
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        try:
+            chunk = self.sock.recv(_BUFSIZE)
+        except (OSError, ssl.SSLError) as exc:
+            raise _Disconnected from exc
+        if not chunk:
+            raise _Disconnected
+        self._buffer += chunk
+
+    def readline(self) -> bytes:
+        """Read the client's next line, without its CRLF; recorded as received.
+
+        Raises:
+            _Disconnected: the client hung up (handled by :meth:`run`).
+        """
+        while True:
+            if self._closing:
+                raise _Disconnected
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                break
+            if len(self._buffer) > _MAX_LINE:
+                raise _Disconnected
+            self._fill()
+        line = bytes(self._buffer[:end]).removesuffix(b"\r")
+        del self._buffer[: end + 1]
+        self.backend.record(self.protocol, self.conn_id, "C", line)
+        return line
+
+    def read_exact(self, size: int) -> bytes:
+        """Read exactly ``size`` bytes (an IMAP literal); recorded as one entry."""
+        while len(self._buffer) < size:
+            self._fill()
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        self.backend.record(self.protocol, self.conn_id, "C", data)
+        return data
+
+    def starttls(self) -> None:
+        """Upgrade to TLS in place, after the reply to STARTTLS was sent.
+
+        Anything the client sent after the command is discarded (RFC 3207
+        section 4.2 forbids acting on it: the "STARTTLS command injection" hole).
+        """
+        self._buffer.clear()
+        with self._wlock:
+            self.sock = self._wrap(self.sock)
+
+    def _wrap(self, sock: socket.socket) -> ssl.SSLSocket:
+        try:
+            wrapped = self.server.ssl_context.wrap_socket(sock, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            logger.debug(
+                "%s connection %d: TLS handshake failed", self.protocol, self.conn_id
+            )
+            raise _Disconnected from exc
+        self.tls = True
+        return wrapped
+
+    # -- SASL ---------------------------------------------------------------------
+
+    def sasl_exchange(
+        self, mechanism: str, initial: bytes | None, *, challenge_prefix: bytes
+    ) -> Grant | AuthFailure | None:
+        """Run a SASL exchange as Gmail does; None when the client aborted (``*``).
+
+        Without an initial response the client is sent ``challenge_prefix``
+        alone (``b"+ "``, ``b"334 "``) and its line is the response. A rejected
+        XOAUTH2/OAUTHBEARER token gets Gmail's JSON error challenge; whatever the
+        client answers (the empty line SASL asks for, or its token again, as
+        imaplib sends), the result is the failure.
+        """
+        if initial is None:
+            self.send_line(challenge_prefix)
+            initial = self.readline()
+            if initial == b"*":
+                return None
+        if initial == b"=":
+            # RFC 4959 / RFC 4954: "=" is an empty initial response.
+            initial = b""
+        outcome = self.backend.authenticate(mechanism, initial)
+        if isinstance(outcome, Grant) or outcome.malformed:
+            return outcome
+        if outcome.reason != "unsupported mechanism":
+            self.send_line(challenge_prefix + self.backend.error_challenge)
+            if self.readline() == b"*":
+                return None
+        logger.debug(
+            "%s connection %d: authentication failed", self.protocol, self.conn_id
+        )
+        return outcome
+
+
+class LineServer:
+    """A threaded TCP server on loopback: one thread accepts, one per connection.
+
+    The socket is bound (on port 0 unless given) and listening when the
+    constructor returns, before any thread starts.
+
+    Args:
+        backend: shared with the other servers.
+        ssl_context: the server-side TLS context.
+        implicit_tls: TLS from the first byte (993/995/465) or plain (587).
+        host: the loopback address to bind.
+        port: 0 for a free port chosen by the OS.
+    """
+
+    protocol: ClassVar[str] = ""
+    connection_class: ClassVar[type[Connection]] = Connection
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        ssl_context: ssl.SSLContext,
+        implicit_tls: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.backend = backend
+        self.ssl_context = ssl_context
+        self.implicit_tls = implicit_tls
+        self.host = host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind((host, port))
+            self._listener.listen(32)
+        except OSError:
+            self._listener.close()
+            raise
+        self.port: int = self._listener.getsockname()[1]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._lock = threading.Lock()
+        self._connections: dict[Connection, threading.Thread] = {}
+        self._errors: list[BaseException] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start accepting connections."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        self._thread = threading.Thread(
+            target=self._serve, name=f"fake-{self.protocol}-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                ready = [key.fileobj for key, _ in selector.select()]
+                if self._wake_r in ready or self._closed:
+                    return
+                try:
+                    sock, address = self._listener.accept()
+                except OSError:
+                    continue
+                self._accept(sock, str(address[0]))
+
+    def _accept(self, sock: socket.socket, peer: str) -> None:
+        conn = self.connection_class(self, sock, peer)
+        thread = threading.Thread(
+            target=conn.run,
+            name=f"fake-{self.protocol}-conn-{conn.conn_id}",
+            daemon=True,
+        )
+        with self._lock:
+            self._connections[conn] = thread
+        logger.debug("%s connection %d from %s", self.protocol, conn.conn_id, peer)
+        thread.start()
+
+    def _forget(self, conn: Connection) -> None:
+        with self._lock:
+            self._connections.pop(conn, None)
+
+    def connections(self) -> list[Connection]:
+        """The connections open now."""
+        with self._lock:
+            return list(self._connections)
+
+    def end_sessions(self, user: str, text: str | None = None) -> int:
+        """End ``user``'s sessions on this server (Gmail's session-expired close).
+
+        Args:
+            user: whose sessions.
+            text: a line to send instead of the protocol's own.
+
+        Returns:
+            How many sessions ended.
+        """
+        ended = 0
+        for conn in self.connections():
+            if conn.grant is not None and conn.grant.user == user.lower():
+                conn.end_session("ended", text)
+                ended += 1
+        return ended
+
+    def close(self) -> None:
+        """Stop accepting, hang up every connection, join every thread.
+
+        Raises:
+            Exception: the first error a connection handler raised, so tests
+                see failures of the fake itself.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._wake_w.send(b"x")
+        if self._thread is not None:
+            self._thread.join()
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        with self._lock:
+            pending = list(self._connections.items())
+        for conn, _ in pending:
+            conn.close()
+        for _, thread in pending:
+            thread.join()
+        if self._errors:
+            raise self._errors[0]
+
+    def __enter__(self) -> LineServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
