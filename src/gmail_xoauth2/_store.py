@@ -1,0 +1,239 @@
+"""The token file: read it safely, replace it atomically, lock it across processes.
+
+The file holds exactly what google-auth's ``Credentials.to_json()`` writes and
+``Credentials.from_authorized_user_file()`` reads (``token``, ``refresh_token``,
+``token_uri``, ``client_id``, ``client_secret``, ``scopes``, ``expiry``), so it can be
+shared with other google-auth programs. This module imports neither google-auth
+nor requests: ``gmail-xoauth2 token`` reads a still-valid token through it alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from .errors import ConfigurationError, InsecureTokenFile
+
+__all__ = ["TokenFile", "format_expiry", "parse_expiry"]
+
+_log = logging.getLogger(__name__)
+
+_AUTHORIZE_ADVICE = "run `gmail-xoauth2 authorize` to create it"
+# Any permission bit for group or others: a token file is a password.
+_GROUP_OTHER_BITS = stat.S_IRWXG | stat.S_IRWXO
+
+
+def parse_expiry(value: object) -> datetime | None:
+    """Parse the ``expiry`` field of a token file into an aware UTC datetime.
+
+    google-auth writes ``datetime.isoformat() + "Z"`` of a naive UTC time, e.g.
+    ``2026-01-02T03:04:05.678901Z``. Anything unreadable gives None, which
+    callers treat as "expired".
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    text = value[:-1] if value.endswith("Z") else value
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_expiry(expiry: datetime) -> str:
+    """Format an aware datetime the way google-auth's ``to_json()`` does."""
+    if expiry.tzinfo is None:
+        raise ValueError("expiry must be an aware datetime")
+    return expiry.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+
+
+class TokenFile:
+    """A token file on disk, in google-auth's authorized-user format.
+
+    Reading refuses a file that group or others may access. Writing replaces
+    the file atomically (a 0600 temporary file in the same directory, fsync,
+    rename, fsync of the directory), so a reader never sees half a file.
+    :meth:`locked` serialises refreshes between processes sharing the file.
+
+    Args:
+        path: where the token file lives.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+
+    @property
+    def lock_path(self) -> Path:
+        """The sidecar lock file (the data file is replaced, so cannot hold a lock)."""
+        return self.path.with_name(self.path.name + ".lock")
+
+    def read(self) -> dict[str, object]:
+        """Read and return the file's JSON object.
+
+        Raises:
+            InsecureTokenFile: group or others have access to the file.
+            ConfigurationError: the file is missing, unreadable or not a JSON object.
+        """
+        try:
+            with open(self.path, "rb") as file:
+                # fstat the open file, not the path, so the check and the read
+                # are about the same file.
+                mode = os.fstat(file.fileno()).st_mode
+                if os.name == "posix" and mode & _GROUP_OTHER_BITS:
+                    raise InsecureTokenFile(str(self.path))
+                raw = file.read()
+        except FileNotFoundError as exc:
+            raise ConfigurationError(
+                f"token file {self.path} does not exist; {_AUTHORIZE_ADVICE}"
+            ) from exc
+        except IsADirectoryError as exc:
+            raise ConfigurationError(
+                f"token file {self.path} is a directory, not a file"
+            ) from exc
+        except InsecureTokenFile:
+            raise
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read token file {self.path}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # Only the position: the text around it could hold a secret.
+            where = (
+                f" (line {exc.lineno}, column {exc.colno})"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
+            raise ConfigurationError(
+                f"token file {self.path} is not valid JSON{where}; "
+                "run `gmail-xoauth2 authorize` to write it again"
+            ) from exc
+        if not isinstance(data, dict):
+            raise ConfigurationError(
+                f"token file {self.path} holds JSON {type(data).__name__}, not an "
+                "object; run `gmail-xoauth2 authorize` to write it again"
+            )
+        return data
+
+    def cached_token(self, now: datetime, margin: timedelta) -> str | None:
+        """Return the file's access token if it is still valid at ``now + margin``.
+
+        Args:
+            now: the current time, aware.
+            margin: how long the token must stay valid.
+
+        Raises:
+            InsecureTokenFile: group or others have access to the file.
+            ConfigurationError: the file is missing or unreadable.
+        """
+        data = self.read()
+        token = data.get("token")
+        expiry = parse_expiry(data.get("expiry"))
+        if isinstance(token, str) and token and expiry is not None:
+            if expiry > now + margin:
+                return token
+        return None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold an exclusive lock on the sidecar ``<file>.lock`` (across processes).
+
+        Raises:
+            ConfigurationError: the lock file cannot be created.
+        """
+        self._ensure_directory()
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create lock file {self.lock_path}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            _lock(fd)
+            _log.debug("locked %s", self.lock_path)
+            yield
+        finally:
+            # Closing the descriptor releases the flock.
+            os.close(fd)
+
+    def write(self, data: Mapping[str, object]) -> None:
+        """Replace the file with ``data`` atomically, mode 0600.
+
+        Raises:
+            ConfigurationError: the file cannot be written.
+        """
+        self._ensure_directory()
+        # Write through a symlink to its target, so the link stays a link.
+        target = self.path.resolve()
+        payload = (json.dumps(dict(data)) + "\n").encode("utf-8")
+        try:
+            # mkstemp creates the file 0600 with O_EXCL.
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write token file {self.path}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(payload)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp_name, target)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+            if isinstance(exc, OSError):
+                raise ConfigurationError(
+                    f"cannot write token file {self.path}: {exc.strerror or exc}"
+                ) from exc
+            raise
+        _fsync_directory(target.parent)
+        _log.debug("wrote token file %s", self.path)
+
+    def _ensure_directory(self) -> None:
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create directory {self.path.parent}: {exc.strerror or exc}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        return f"TokenFile({str(self.path)!r})"
+
+
+if sys.platform == "win32":  # pragma: no cover
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+
+else:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
+    if os.name != "posix":  # pragma: no cover
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
