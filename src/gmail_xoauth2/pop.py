@@ -1,0 +1,747 @@
+"""POP3 over TLS with OAuth 2.0 that reconnects when a session or token expires."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import poplib
+import select
+import socket
+import ssl
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
+
+from . import sasl
+from ._backoff import Backoff
+from ._constants import GMAIL_POP_HOST, POP_SESSION_LIMIT
+from ._session import SessionDeadline
+from ._tokens import Clock, TokenSource, as_token_provider
+from .errors import (
+    AuthenticationFailed,
+    ChallengeDecodeError,
+    ConfigurationError,
+    ConnectionLost,
+    Error,
+    InsecureConnection,
+    ProtocolError,
+    Timeout,
+    TooManyConnections,
+)
+
+__all__ = ["POP3"]
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_LongResp: TypeAlias = tuple[bytes, list[bytes], int]
+_Capabilities: TypeAlias = dict[str, list[str]]
+
+_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+_REDACTED = b"<redacted>"
+# RFC 7628 section 3.2.3: after an error challenge an OAUTHBEARER client sends ^A.
+_ABORT = {"XOAUTH2": b"", "OAUTHBEARER": base64.b64encode(sasl.OAUTHBEARER_ABORT)}
+# RFC 3206 response codes that mean the server ended the session, not the command.
+_SESSION_ENDED = (b"[SYS/TEMP]", b"SESSION EXPIRED", b"SHUTTING DOWN")
+# RFC 3206 codes and texts that mean the credentials (not the syntax) were refused.
+_AUTH_REFUSED = (b"[AUTH]", b"CREDENTIALS", b"AUTHENTICATION FAILED")
+_TOO_MANY = b"TOO MANY SIMULTANEOUS CONNECTIONS"
+
+
+class _Dead(Exception):
+    """Internal: the connection died (EOF, reset, a session-ending reply)."""
+
+
+class POP3(poplib.POP3):
+    """A :class:`poplib.POP3` that logs in with OAuth 2.0 and survives session ends.
+
+    The constructor connects (implicit TLS, or plain + STLS with
+    ``starttls=True``) and authenticates with Gmail's one-line
+    ``AUTH XOAUTH2 <initial response>``, falling back to the two-line form when
+    a server refuses the one-line syntax. Every :class:`poplib.POP3` method
+    keeps working; ``-ERR`` replies still raise :class:`poplib.error_proto`.
+
+    Sessions end (Gmail's OAuth sessions last as long as the access token), so:
+
+    * before each command, when the token is about to expire, the connection is
+      replaced with a new one and a fresh token (never while deletions are
+      pending: see below);
+    * reads (STAT, LIST, UIDL, RETR, TOP, NOOP, CAPA) that find the connection
+      dead reconnect and run once more, after checking that the message numbers
+      still name the same messages;
+    * deletions: POP applies DELE marks only when the server answers QUIT with
+      ``+OK`` (RFC 1939 section 6). While marks are pending, the connection is
+      never replaced on purpose; if it dies, :class:`ConnectionLost` says the
+      deletions were *not* applied. :meth:`quit` reports success only after the
+      server's ``+OK``.
+
+    Args:
+        user: the Gmail address.
+        tokens: a token provider, or a zero-argument callable returning a token.
+        host: the server.
+        port: the port (995: implicit TLS).
+        starttls: connect in plain text and upgrade with STLS (RFC 2595).
+        ssl_context: TLS settings; by default :func:`ssl.create_default_context`
+            (certificates and host names verified).
+        timeout: socket timeout, in seconds.
+        mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``.
+        reconnect: replace dead or expiring connections transparently.
+        clock: the time source for the proactive reconnect (tests inject one).
+        backoff: the delays between reconnect attempts.
+
+    Raises:
+        AuthenticationFailed: the token was rejected, also after one refresh.
+        TooManyConnections: Gmail refused another connection for this user.
+        InsecureConnection: STLS was asked for but not offered, or the
+            certificate did not verify; no token was sent.
+        ConnectionLost: the server could not be reached.
+        Timeout: the server did not answer in time.
+    """
+
+    def __init__(
+        self,
+        user: str,
+        tokens: TokenSource,
+        host: str = GMAIL_POP_HOST,
+        port: int = poplib.POP3_SSL_PORT,
+        *,
+        starttls: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 60.0,
+        mechanism: str = "XOAUTH2",
+        reconnect: bool = True,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        mechanism = mechanism.upper()
+        if mechanism not in _MECHANISMS:
+            raise ConfigurationError(
+                f"mechanism must be 'XOAUTH2' or 'OAUTHBEARER', not {mechanism!r}"
+            )
+        self.host = host
+        self.port = port
+        self._user = user
+        self._tokens = as_token_provider(tokens)
+        self._starttls = starttls
+        self._context = ssl_context or ssl.create_default_context()
+        self._timeout = timeout
+        self._mechanism = mechanism
+        self._reconnect = reconnect
+        self._deadline = SessionDeadline(clock=clock, session_limit=POP_SESSION_LIMIT)
+        self._backoff = backoff or Backoff()
+        self._debugging = 0
+        self._connected = False
+        self._secrets: list[bytes] = []
+        self._two_line = False
+        self._deferred_logged = False
+        self._pending: set[str] = set()
+        self._stat_seen: tuple[int, int] | None = None
+        self._uids_seen: dict[int, bytes] = {}
+        self._capabilities: _Capabilities = {}
+        try:
+            self._connect()
+        except _Dead as exc:
+            raise ConnectionLost(
+                f"could not connect to the POP3 server {host}:{port}: {exc}"
+            ) from exc
+        except BaseException:
+            self._abandon()
+            raise
+
+    # -- connection and authentication -------------------------------------
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        # Called by poplib.POP3.__init__; implicit TLS wraps the socket here.
+        if timeout is not None and not timeout:
+            raise ValueError("Non-blocking socket (timeout=0) is not supported")
+        sock = socket.create_connection((self.host, self.port), timeout)
+        if self._starttls:
+            return sock
+        try:
+            tls = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        # poplib.POP3.stls() refuses to run on an implicit-TLS connection.
+        self._tls_established = True
+        return tls
+
+    def _open(self) -> None:
+        """Connect, read the greeting and start TLS; no token is sent."""
+        debugging = self._debugging
+        _log.debug("connecting to POP3 server %s:%s", self.host, self.port)
+        try:
+            with self._wire("the greeting"):
+                poplib.POP3.__init__(self, self.host, self.port, self._timeout)
+        except poplib.error_proto as exc:
+            # A -ERR greeting: the server is there but will not serve us now.
+            self._abandon()
+            line = exc.args[0] if isinstance(exc.args[0], bytes) else b""
+            if _TOO_MANY in line.upper():
+                raise TooManyConnections(_too_many_message("POP3", line)) from exc
+            raise _Dead(f"the server refused the connection: {_text(exc)}") from exc
+        self._debugging = debugging
+        self._connected = True
+        self._capabilities = {}
+        if self._starttls:
+            self._start_tls()
+
+    def _start_tls(self) -> None:
+        with self._wire("CAPA"):
+            capabilities = self._capa_or_none()
+        if capabilities is None or "STLS" not in capabilities:
+            raise InsecureConnection(
+                f"the POP3 server {self.host}:{self.port} does not offer STLS, so "
+                "the connection cannot be encrypted; no token was sent. Use the "
+                "implicit-TLS port (995) with starttls=False."
+            )
+        with self._wire("STLS"):
+            try:
+                self._shortcmd("STLS")
+            except poplib.error_proto as exc:
+                raise InsecureConnection(
+                    f"the POP3 server {self.host}:{self.port} refused STLS "
+                    f"({_text(exc)}); no token was sent"
+                ) from exc
+            old_file = self.file
+            self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+            self.file = self.sock.makefile("rb")
+            old_file.close()
+            self._tls_established = True
+            # RFC 2595 section 4: forget what was learned before TLS; ask again.
+            self._capabilities = self._capa_or_none() or {}
+
+    def _capa_or_none(self) -> _Capabilities | None:
+        """CAPA as a dict, or None without CAPA; connection errors pass through."""
+        try:
+            _, lines, _ = self._longcmd("CAPA")
+        except poplib.error_proto as exc:
+            if _is_eof(exc):
+                raise
+            return None
+        capabilities: _Capabilities = {}
+        for line in lines:
+            name, *args = line.decode("ascii", "replace").split()
+            capabilities[name] = args
+        return capabilities
+
+    def _connect(self) -> None:
+        """Open a connection and log in, refreshing the token once if rejected."""
+        self._open()
+        token = self._tokens.token()
+        try:
+            self._authenticate(token)
+        except AuthenticationFailed as exc:
+            _log.info(
+                "POP3 server rejected the token for %s (status %s); "
+                "refreshing it and trying once more",
+                self._user,
+                exc.status,
+            )
+            token = self._tokens.token(force_refresh=True)
+            if self._peer_closed():
+                self._abandon()
+                self._open()
+            try:
+                self._authenticate(token)
+            except _Dead:
+                # The server closed the connection after the first rejection.
+                self._abandon()
+                self._open()
+                self._authenticate(token)
+        self._deadline.start(self._tokens)
+        self._deferred_logged = False
+
+    def _authenticate(self, token: str) -> None:
+        """Run the SASL exchange (RFC 5034) on the open connection."""
+        if self._mechanism == "XOAUTH2":
+            raw = sasl.xoauth2_response(self._user, token)
+        else:
+            raw = sasl.oauthbearer_response(
+                self._user, token, host=self.host, port=self.port
+            )
+        initial = base64.b64encode(raw)
+        self._secrets = [initial, token.encode()]
+        command = f"AUTH {self._mechanism}"
+        with self._wire("AUTH"):
+            if not self._two_line:
+                # Gmail's form: the initial response on the AUTH line, one round trip.
+                self._putcmd(f"{command} {initial.decode('ascii')}")
+                line = self._read_line()
+                if not (line.startswith(b"-ERR") and _is_syntax_refusal(line)):
+                    self._finish_auth(line)
+                    return
+                _log.debug("server refused the one-line AUTH; using the two-line form")
+                self._two_line = True
+            self._putcmd(command)
+            line = self._read_line()
+            if line.rstrip() != b"+":
+                self._refused(line, None)
+            self._putline(initial)
+            self._finish_auth(self._read_line())
+
+    def _finish_auth(self, line: bytes) -> None:
+        if line.startswith(b"+OK"):
+            _log.debug("POP3 %s login accepted for %s", self._mechanism, self._user)
+            return
+        challenge: sasl.ErrorChallenge | None = None
+        if line == b"+" or line.startswith(b"+ "):
+            # poplib would take this for +OK: it is Gmail's error challenge, which
+            # must be answered (empty line, or ^A for OAUTHBEARER) before the -ERR.
+            challenge = _decode_challenge(line[1:])
+            self._putline(_ABORT[self._mechanism])
+            line = self._read_line()
+            if line.startswith(b"+"):
+                raise ProtocolError(
+                    "POP3 server sent a second continuation after the error challenge"
+                )
+        self._refused(line, challenge)
+
+    def _refused(self, line: bytes, challenge: sasl.ErrorChallenge | None) -> None:
+        text = _text(line)
+        if _TOO_MANY in line.upper():
+            raise TooManyConnections(_too_many_message("POP3", line))
+        status = challenge.status if challenge else None
+        raise AuthenticationFailed(
+            f"POP3 server {self.host} rejected {self._mechanism} for {self._user}: "
+            f"{text}" + (f" (status {status})" if status else ""),
+            protocol="pop",
+            mechanism=self._mechanism,
+            status=status,
+            scope=challenge.scope if challenge else None,
+            server_text=text,
+        )
+
+    def _read_line(self) -> bytes:
+        line, _ = self._getline()
+        return line
+
+    # -- plumbing: debug output without secrets, errors translated once -----
+
+    def _redact(self, data: bytes) -> bytes:
+        if data.upper().startswith(b"PASS "):
+            return b"PASS " + _REDACTED
+        for secret in self._secrets:
+            data = data.replace(secret, _REDACTED)
+        return data
+
+    def _putline(self, line: bytes) -> None:
+        # poplib's own, but its debug output never shows a token or password.
+        if self._debugging > 1:
+            print("*put*", repr(self._redact(line)))
+        sys.audit("poplib.putline", self, line)
+        self.sock.sendall(line + poplib.CRLF)
+
+    def _putcmd(self, line: str) -> None:
+        data = line.encode(self.encoding)
+        if self._debugging:
+            print("*cmd*", repr(self._redact(data).decode(self.encoding, "replace")))
+        self._putline(data)
+
+    def _getline(self) -> tuple[bytes, int]:
+        result: tuple[bytes, int] = poplib.POP3._getline(self)  # type: ignore[attr-defined]
+        return result
+
+    def _shortcmd(self, line: str) -> bytes:
+        self._putcmd(line)
+        result: bytes = poplib.POP3._getresp(self)  # type: ignore[attr-defined]
+        return result
+
+    def _longcmd(self, line: str) -> _LongResp:
+        self._putcmd(line)
+        result: _LongResp = poplib.POP3._getlongresp(self)  # type: ignore[attr-defined]
+        return result
+
+    @contextmanager
+    def _wire(self, doing: str) -> Iterator[None]:
+        """Translate socket and poplib failures; a dead connection becomes _Dead."""
+        try:
+            yield
+        except Error:
+            raise  # ours already (ConnectionLost and Timeout are OSErrors)
+        except TimeoutError as exc:
+            self._abandon()
+            raise Timeout(
+                f"the POP3 server {self.host}:{self.port} did not answer "
+                f"{doing} within {self._timeout} s"
+            ) from exc
+        except ssl.SSLCertVerificationError as exc:
+            self._abandon()
+            raise InsecureConnection(
+                f"the certificate of the POP3 server {self.host}:{self.port} did "
+                f"not verify ({exc.verify_message}); no token was sent"
+            ) from exc
+        except (OSError, EOFError) as exc:
+            self._abandon()
+            raise _Dead(f"{type(exc).__name__} during {doing}") from exc
+        except poplib.error_proto as exc:
+            if _is_eof(exc):
+                self._abandon()
+                raise _Dead(f"the server closed the connection during {doing}") from exc
+            if _ends_session(exc):
+                self._abandon()
+                raise _Dead(f"the server ended the session: {_text(exc)}") from exc
+            raise
+
+    def _abandon(self) -> None:
+        """Close the socket without a word to the server."""
+        self._connected = False
+        try:
+            poplib.POP3.close(self)
+        except (OSError, AttributeError):
+            pass
+
+    def _peer_closed(self) -> bool:
+        """True when the server sent something unasked (POP never does) or closed."""
+        if not self._connected:
+            return True
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    # -- reconnecting --------------------------------------------------------
+
+    def _reestablish(self, reason: str) -> None:
+        """Replace the connection, backing off while the server is unavailable."""
+        _log.info(
+            "reconnecting to POP3 server %s:%s for %s: %s",
+            self.host,
+            self.port,
+            self._user,
+            reason,
+        )
+        self._abandon()
+        delays = self._backoff.delays()
+        attempts = 1
+        while True:
+            try:
+                self._connect()
+                return
+            except (_Dead, Timeout) as exc:
+                self._abandon()
+                if next(delays, None) is None:
+                    raise ConnectionLost(
+                        f"could not reconnect to the POP3 server {self.host}:"
+                        f"{self.port} after {attempts} attempts: {exc}"
+                    ) from exc
+                attempts += 1
+                _log.info("POP3 server unavailable (%s); trying again", exc)
+            except BaseException:
+                self._abandon()
+                raise
+
+    def _retire(self) -> None:
+        """End a healthy session politely before replacing it (nothing pending)."""
+        try:
+            with self._wire("QUIT"):
+                self._shortcmd("QUIT")
+        except (_Dead, Timeout, poplib.error_proto):
+            pass
+        self._abandon()
+
+    def _lost_deletions(self, cause: str) -> ConnectionLost:
+        marked = ", ".join(sorted(self._pending, key=_number_key))
+        count = len(self._pending)
+        self._pending.clear()
+        self._forget_listing()
+        return ConnectionLost(
+            f"{cause}: the {count} deletion(s) marked with DELE (message(s) {marked}) "
+            "were NOT applied and those messages are still on the server; POP3 "
+            "applies deletions only when the server answers QUIT (RFC 1939). The "
+            "next call reconnects; mark them again, then call quit()."
+        )
+
+    def _before_command(self) -> None:
+        """At a command boundary: replace a dead or expiring connection."""
+        if not self._connected:
+            if self._pending:
+                raise self._lost_deletions("the connection was closed before QUIT")
+            if not self._reconnect:
+                raise ConnectionLost(
+                    "the POP3 connection is closed and reconnect=False"
+                )
+            self._reestablish("the previous connection was closed")
+        elif self._peer_closed():
+            self._abandon()
+            if self._pending:
+                raise self._lost_deletions("the server closed the connection")
+            if not self._reconnect:
+                raise ConnectionLost(
+                    "the POP3 server closed the connection and reconnect=False"
+                )
+            self._reestablish("the server closed the connection")
+        elif self._reconnect and self._deadline.due():
+            if self._pending:
+                # Replacing the session would silently drop the marks, and
+                # committing them early would take the choice (RSET) away: keep
+                # the session until quit(); if the server ends it first, the
+                # caller is told the deletions were not applied.
+                if not self._deferred_logged:
+                    _log.info(
+                        "POP3 session for %s is due to be replaced but deletions "
+                        "are pending; keeping it until quit()",
+                        self._user,
+                    )
+                    self._deferred_logged = True
+                return
+            self._retire()
+            self._reestablish("the access token or session is about to expire")
+
+    def _run(self, what: str, call: Callable[[], _T], *, number: Any = None) -> _T:
+        """Run a command that may be repeated on a new connection if this one dies."""
+        self._before_command()
+        try:
+            with self._wire(what):
+                return call()
+        except _Dead as exc:
+            if self._pending:
+                raise self._lost_deletions(
+                    f"the connection died during {what}"
+                ) from exc
+            if not self._reconnect:
+                raise ConnectionLost(
+                    f"the connection to the POP3 server died during {what}: {exc}"
+                ) from exc
+            self._reestablish(f"the connection died during {what} ({exc})")
+        try:
+            self._check_numbering(number)
+            with self._wire(what):
+                return call()
+        except _Dead as exc:
+            raise ConnectionLost(
+                f"the connection to the POP3 server died again during {what} "
+                f"after reconnecting: {exc}"
+            ) from exc
+
+    def _forget_listing(self) -> None:
+        self._stat_seen = None
+        self._uids_seen.clear()
+
+    def _check_numbering(self, number: Any) -> None:
+        """Before repeating a numbered command on a new session, check the number.
+
+        POP numbers messages afresh in every session (RFC 1939 section 5); if the
+        maildrop changed meanwhile, message ``n`` may be another message.
+        """
+        if number is None:
+            return
+        n = _number_key(str(number))
+        with self._wire("UIDL"):
+            if n in self._uids_seen:
+                try:
+                    now = poplib.POP3.uidl(self, n).split()[-1]
+                except poplib.error_proto:
+                    now = b""
+                same = now == self._uids_seen[n]
+            elif self._stat_seen is not None:
+                same = poplib.POP3.stat(self) == self._stat_seen
+            else:
+                return
+        if not same:
+            self._forget_listing()
+            raise ConnectionLost(
+                f"the POP3 session was replaced and the mailbox changed meanwhile, "
+                f"so message {n} may now be another message; the command was not "
+                "repeated. Call stat() or uidl() again."
+            )
+
+    # -- the stdlib commands, made to survive session ends --------------------
+
+    def stat(self) -> tuple[int, int]:
+        """STAT, repeated once on a new connection if this one died."""
+        result = self._run("STAT", lambda: poplib.POP3.stat(self))
+        self._stat_seen = result
+        return result
+
+    def list(self, which: Any | None = None) -> _LongResp:
+        """LIST, repeated once on a new connection if this one died."""
+        return self._run("LIST", lambda: poplib.POP3.list(self, which), number=which)
+
+    def retr(self, which: Any) -> _LongResp:
+        """RETR, repeated once on a new connection if this one died."""
+        return self._run(
+            f"RETR {which}", lambda: poplib.POP3.retr(self, which), number=which
+        )
+
+    def top(self, which: Any, howmuch: int) -> _LongResp:
+        """TOP, repeated once on a new connection if this one died."""
+        return self._run(
+            f"TOP {which}", lambda: poplib.POP3.top(self, which, howmuch), number=which
+        )
+
+    @overload
+    def uidl(self) -> _LongResp: ...
+    @overload
+    def uidl(self, which: Any) -> bytes: ...
+    def uidl(self, which: Any | None = None) -> _LongResp | bytes:
+        """UIDL, repeated once on a new connection if this one died."""
+        if which is None:
+            full = self._run("UIDL", lambda: poplib.POP3.uidl(self))
+            self._uids_seen = dict(_parse_uid(line) for line in full[1])
+            return full
+        one = self._run(
+            f"UIDL {which}", lambda: poplib.POP3.uidl(self, which), number=which
+        )
+        n, uid = _parse_uid(one.split(None, 1)[1])
+        self._uids_seen[n] = uid
+        return one
+
+    def noop(self) -> bytes:
+        """NOOP, repeated once on a new connection if this one died."""
+        return self._run("NOOP", lambda: poplib.POP3.noop(self))
+
+    def capa(self) -> _Capabilities:
+        """CAPA, repeated once on a new connection if this one died."""
+        return self._run("CAPA", lambda: poplib.POP3.capa(self))
+
+    def dele(self, which: Any) -> bytes:
+        """Mark a message for deletion; it is deleted when quit() succeeds.
+
+        Raises:
+            ConnectionLost: the connection died; earlier marks were not applied.
+        """
+        resp = self._run(
+            f"DELE {which}", lambda: poplib.POP3.dele(self, which), number=which
+        )
+        self._pending.add(str(which))
+        return resp
+
+    def rset(self) -> bytes:
+        """Unmark every pending deletion (a lost session unmarks them too)."""
+        self._pending.clear()
+        return self._run("RSET", lambda: poplib.POP3.rset(self))
+
+    def quit(self) -> bytes:
+        """Commit pending deletions and close; success only on the server's +OK.
+
+        Raises:
+            ConnectionLost: deletions were pending and the server did not
+                confirm QUIT (``outcome_unknown`` is True when QUIT was sent).
+            poplib.error_proto: the server answered QUIT with ``-ERR``.
+        """
+        pending = bool(self._pending)
+        if not self._connected or (not pending and self._peer_closed()):
+            self._abandon()
+            if pending:
+                raise self._lost_deletions("the connection was closed before QUIT")
+            self._forget_listing()
+            return b"+OK connection already closed; no deletions were pending"
+        try:
+            with self._wire("QUIT"):
+                resp = self._shortcmd("QUIT")
+        except (_Dead, Timeout) as exc:
+            self._abandon()
+            if not pending:
+                self._forget_listing()
+                return b"+OK connection already closed; no deletions were pending"
+            count = len(self._pending)
+            self._pending.clear()
+            self._forget_listing()
+            raise ConnectionLost(
+                f"the connection closed before the server confirmed QUIT, so the "
+                f"{count} deletion(s) marked with DELE may not have been applied "
+                "(POP3 applies them only when it answers QUIT with +OK, RFC 1939); "
+                "check with uidl() on a new connection before deleting again",
+                outcome_unknown=True,
+            ) from exc
+        self._pending.clear()
+        self._forget_listing()
+        self._abandon()
+        return resp
+
+    def close(self) -> None:
+        """Close the connection without QUIT; pending deletions are not applied."""
+        self._abandon()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        if exc_type is None:
+            self.quit()
+            return False
+        if self._pending:
+            # The block failed: committing its deletions is not safe to assume.
+            _log.warning(
+                "the with block raised; %d pending POP3 deletion(s) not applied",
+                len(self._pending),
+            )
+            self._pending.clear()
+            self._abandon()
+            return False
+        try:
+            self.quit()
+        except (ConnectionLost, poplib.error_proto):
+            self._abandon()
+        return False
+
+    def __repr__(self) -> str:
+        state = "connected" if self._connected else "closed"
+        return (
+            f"<gmail_xoauth2.POP3 {self._user} at {self.host}:{self.port} "
+            f"{self._mechanism} {state}>"
+        )
+
+
+def _text(value: object) -> str:
+    if isinstance(value, BaseException):
+        value = value.args[0] if value.args else ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _is_eof(exc: poplib.error_proto) -> bool:
+    # poplib raises error_proto('-ERR EOF') (a str) when the server closed.
+    return exc.args == ("-ERR EOF",)
+
+
+def _ends_session(exc: poplib.error_proto) -> bool:
+    line = exc.args[0] if exc.args else b""
+    return isinstance(line, bytes) and any(m in line.upper() for m in _SESSION_ENDED)
+
+
+def _is_syntax_refusal(line: bytes) -> bool:
+    """A ``-ERR`` to the one-line AUTH that refuses its syntax, not the token."""
+    upper = line.upper()
+    return not any(m in upper for m in (*_AUTH_REFUSED, _TOO_MANY, *_SESSION_ENDED))
+
+
+def _decode_challenge(data: bytes) -> sasl.ErrorChallenge | None:
+    try:
+        return sasl.decode_error_challenge(data)
+    except ChallengeDecodeError:
+        _log.debug("POP3 error challenge is not base64 JSON; answering it anyway")
+        return None
+
+
+def _too_many_message(protocol: str, line: bytes) -> str:
+    return (
+        f"the {protocol} server refused another connection ({_text(line)}): Gmail "
+        "allows about 15 simultaneous connections per user, shared by every mail "
+        "client of the account; close some and try again"
+    )
+
+
+def _number_key(which: str) -> int:
+    try:
+        return int(which)
+    except ValueError:
+        return -1
+
+
+def _parse_uid(line: bytes) -> tuple[int, bytes]:
+    number, _, uid = line.partition(b" ")
+    return _number_key(number.decode("ascii", "replace")), uid.strip()

@@ -1,0 +1,540 @@
+"""SMTP submission with OAuth 2.0 that reconnects and never sends a message twice."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import select
+import smtplib
+import socket
+import ssl
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from email.message import Message
+from types import TracebackType
+from typing import Any
+
+from . import sasl
+from ._backoff import Backoff
+from ._constants import GMAIL_SMTP_HOST
+from ._session import SessionDeadline
+from ._tokens import Clock, TokenSource, as_token_provider
+from .errors import (
+    AuthenticationFailed,
+    ChallengeDecodeError,
+    ConfigurationError,
+    ConnectionLost,
+    DeliveryUnknown,
+    Error,
+    InsecureConnection,
+    ProtocolError,
+    Timeout,
+    TooManyConnections,
+)
+
+__all__ = ["SMTP"]
+
+_log = logging.getLogger(__name__)
+
+_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+_SUBMISSION_PORT = 587
+_REDACTED = "<redacted>"
+# The empty response (XOAUTH2, Google's "OAuth 2.0 Mechanism" page) or ^A
+# (OAUTHBEARER, RFC 7628 section 3.2.3) that answers an error challenge.
+_ABORT = {"XOAUTH2": "", "OAUTHBEARER": base64.b64encode(b"\x01").decode()}
+_TOO_MANY = "too many simultaneous connections"
+_FINAL_DOT = b"\r\n.\r\n"
+
+_Reply = tuple[int, bytes]
+_SendErrs = dict[str, tuple[int, bytes]]
+
+
+class _Dead(Exception):
+    """Internal: the connection died or the server ended the session."""
+
+
+class SMTP(smtplib.SMTP):
+    """An :class:`smtplib.SMTP` that logs in with OAuth 2.0 and survives session ends.
+
+    The constructor connects (implicit TLS on 465; on 587, or with
+    ``starttls=True``: EHLO, STARTTLS, EHLO again) and authenticates with
+    ``AUTH XOAUTH2 <initial response>`` in one round trip. :meth:`sendmail` and
+    :meth:`send_message` keep their stdlib signatures and return values, and:
+
+    * a connection that is dead, ended by the server (Gmail's idle
+      ``451 4.4.2 Timeout - closing connection.``, ``421 4.7.0 ...``) or whose
+      token is about to expire is replaced before the send;
+    * a send that fails before the message's final dot has gone out is tried
+      once more on a new connection;
+    * if the connection dies after the final dot and before the server's reply,
+      :class:`DeliveryUnknown` is raised and the message is never sent again.
+
+    Args:
+        user: the Gmail address.
+        tokens: a token provider, or a zero-argument callable returning a token.
+        host: the server.
+        port: 465 (implicit TLS) or 587 (STARTTLS).
+        starttls: plain connection upgraded with STARTTLS; None means "when
+            port is 587".
+        ssl_context: TLS settings; by default :func:`ssl.create_default_context`
+            (certificates and host names verified).
+        timeout: socket timeout, in seconds.
+        mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``.
+        reconnect: replace dead or expiring connections transparently.
+        clock: the time source for the proactive reconnect (tests inject one).
+        backoff: the delays between reconnect attempts.
+        local_hostname: the name sent with EHLO (default: this host's FQDN).
+
+    Raises:
+        AuthenticationFailed: the token was rejected, also after one refresh.
+        TooManyConnections: Gmail refused another connection for this user.
+        InsecureConnection: STARTTLS was needed but not offered, or the
+            certificate did not verify; no token was sent.
+        ConnectionLost: the server could not be reached.
+        Timeout: the server did not answer in time.
+    """
+
+    def __init__(
+        self,
+        user: str,
+        tokens: TokenSource,
+        host: str = GMAIL_SMTP_HOST,
+        port: int = smtplib.SMTP_SSL_PORT,
+        *,
+        starttls: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 60.0,
+        mechanism: str = "XOAUTH2",
+        reconnect: bool = True,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        mechanism = mechanism.upper()
+        if mechanism not in _MECHANISMS:
+            raise ConfigurationError(
+                f"mechanism must be 'XOAUTH2' or 'OAUTHBEARER', not {mechanism!r}"
+            )
+        # No host here: smtplib would connect before our settings are in place.
+        super().__init__(local_hostname=local_hostname, timeout=timeout)
+        self._host = host
+        self._port = port
+        self._user = user
+        self._tokens = as_token_provider(tokens)
+        self._starttls = port == _SUBMISSION_PORT if starttls is None else starttls
+        self._context = ssl_context or ssl.create_default_context()
+        self._mechanism = mechanism
+        self._reconnect = reconnect
+        self._deadline = SessionDeadline(clock=clock)
+        self._backoff = backoff or Backoff()
+        self._secrets: list[str] = []
+        self._in_data = False
+        self._dot_sent = False
+        try:
+            self._connect()
+        except _Dead as exc:
+            raise ConnectionLost(
+                f"could not connect to the SMTP server {host}:{port}: {exc}"
+            ) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connection and authentication -------------------------------------
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # Called by smtplib.SMTP.connect; implicit TLS wraps the socket here.
+        sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        if self._starttls:
+            return sock  # type: ignore[no-any-return]
+        try:
+            return self._context.wrap_socket(sock, server_hostname=self._host)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _open(self) -> None:
+        """Connect, EHLO and (on 587) STARTTLS and EHLO again; no token is sent."""
+        _log.debug("connecting to SMTP server %s:%s", self._host, self._port)
+        self._forget_session()
+        with self._wire("the greeting"):
+            code, message = self.connect(self._host, self._port)
+        if code != 220:
+            self.close()
+            self._raise_refusal(code, message, "the greeting")
+        self._ehlo()
+        if not self._starttls:
+            return
+        if not self.has_extn("starttls"):
+            self.close()
+            raise InsecureConnection(
+                f"the SMTP server {self._host}:{self._port} does not offer STARTTLS, "
+                "so the connection cannot be encrypted; no token was sent. Use the "
+                "implicit-TLS port (465)."
+            )
+        with self._wire("STARTTLS"):
+            try:
+                # smtplib forgets the EHLO answer here (RFC 3207 section 4.2).
+                smtplib.SMTP.starttls(self, context=self._context)
+            except smtplib.SMTPResponseException as exc:
+                self.close()
+                raise InsecureConnection(
+                    f"the SMTP server {self._host}:{self._port} refused STARTTLS "
+                    f"({exc.smtp_code} {_text(exc.smtp_error)}); no token was sent"
+                ) from exc
+        self._ehlo()
+
+    def _ehlo(self) -> None:
+        with self._wire("EHLO"):
+            code, message = self.ehlo()
+        if code != 250:
+            self.close()
+            self._raise_refusal(code, message, "EHLO")
+
+    def _forget_session(self) -> None:
+        self.helo_resp = self.ehlo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
+
+    def _raise_refusal(self, code: int, message: bytes, doing: str) -> None:
+        text = _text(message)
+        if _TOO_MANY in text.lower():
+            raise TooManyConnections(_too_many_message(text))
+        raise _Dead(f"the server answered {doing} with {code} {text}")
+
+    def _connect(self) -> None:
+        """Open a connection and log in, refreshing the token once if rejected."""
+        self._open()
+        token = self._tokens.token()
+        try:
+            self._authenticate(token)
+        except AuthenticationFailed as exc:
+            _log.info(
+                "SMTP server rejected the token for %s (status %s); "
+                "refreshing it and trying once more",
+                self._user,
+                exc.status,
+            )
+            token = self._tokens.token(force_refresh=True)
+            if self._peer_closed():
+                self.close()
+                self._open()
+            try:
+                self._authenticate(token)
+            except _Dead:
+                # The server closed the connection after the first rejection.
+                self._open()
+                self._authenticate(token)
+        self._deadline.start(self._tokens)
+
+    def _authenticate(self, token: str) -> None:
+        """AUTH with the initial response (RFC 4954): one round trip."""
+        if self._mechanism == "XOAUTH2":
+            raw = sasl.xoauth2_response(self._user, token)
+        else:
+            raw = sasl.oauthbearer_response(
+                self._user, token, host=self._host, port=self._port
+            )
+        initial = base64.b64encode(raw).decode("ascii")
+        self._secrets = [initial, token]
+        challenge: sasl.ErrorChallenge | None = None
+        with self._wire("AUTH"):
+            code, message = self.docmd("AUTH", f"{self._mechanism} {initial}")
+            if code == 334:
+                # Gmail's error challenge: answer it, then the 535 follows.
+                challenge = _decode_challenge(message)
+                code, message = self.docmd(_ABORT[self._mechanism])
+        if code in (235, 503):
+            _log.debug("SMTP %s login accepted for %s", self._mechanism, self._user)
+            return
+        text = _text(message)
+        if code == 334:
+            raise ProtocolError("SMTP server sent a second challenge after an error")
+        if _TOO_MANY in text.lower():
+            raise TooManyConnections(_too_many_message(text))
+        if 400 <= code < 500:
+            # 421/454: a temporary refusal, not a verdict on the token.
+            self.close()
+            raise _Dead(f"the server answered AUTH with {code} {text}")
+        status = challenge.status if challenge else None
+        raise AuthenticationFailed(
+            f"SMTP server {self._host} rejected {self._mechanism} for {self._user}: "
+            f"{code} {text}" + (f" (status {status})" if status else ""),
+            protocol="smtp",
+            mechanism=self._mechanism,
+            status=status,
+            scope=challenge.scope if challenge else None,
+            server_text=f"{code} {text}",
+        )
+
+    # -- plumbing: debug output without secrets, errors translated once -----
+
+    def _print_debug(self, *args: Any) -> None:
+        # smtplib prints every line it sends, the AUTH line too: redact it.
+        shown = []
+        for arg in args:
+            text = arg if isinstance(arg, str) else repr(arg)
+            for secret in self._secrets:
+                text = text.replace(secret, _REDACTED)
+            shown.append(text)
+        super()._print_debug(*shown)  # type: ignore[misc]
+
+    @contextmanager
+    def _wire(self, doing: str) -> Iterator[None]:
+        """Translate socket and smtplib failures; a dead connection becomes _Dead."""
+        try:
+            yield
+        except Error:
+            raise  # ours already (DeliveryUnknown is an OSError: never retry it)
+        except TimeoutError as exc:
+            self.close()
+            raise self._timeout(doing) from exc
+        except smtplib.SMTPServerDisconnected as exc:
+            self.close()
+            if isinstance(exc.__context__, TimeoutError):
+                raise self._timeout(doing) from exc
+            raise _Dead(f"{exc} during {doing}") from exc
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise InsecureConnection(
+                f"the certificate of the SMTP server {self._host}:{self._port} did "
+                f"not verify ({exc.verify_message}); no token was sent"
+            ) from exc
+        except smtplib.SMTPResponseException as exc:
+            if _ends_session(exc.smtp_code, exc.smtp_error):
+                self.close()
+                raise _Dead(
+                    f"the server ended the session: {exc.smtp_code} "
+                    f"{_text(exc.smtp_error)}"
+                ) from exc
+            raise
+        except smtplib.SMTPRecipientsRefused as exc:
+            if any(_ends_session(c, m) for c, m in exc.recipients.values()):
+                self.close()
+                raise _Dead("the server ended the session during RCPT") from exc
+            raise
+        except smtplib.SMTPException:
+            raise
+        except (OSError, EOFError) as exc:
+            self.close()
+            raise _Dead(f"{type(exc).__name__} during {doing}") from exc
+
+    def _timeout(self, doing: str) -> Timeout:
+        return Timeout(
+            f"the SMTP server {self._host}:{self._port} did not answer {doing} "
+            f"within {self.timeout} s"
+        )
+
+    def _peer_closed(self) -> bool:
+        """True when the server sent something unasked (a 451/421 close) or hung up."""
+        sock = self.sock
+        if sock is None:
+            return True
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    # -- reconnecting ------------------------------------------------------------
+
+    def _reestablish(self, reason: str) -> None:
+        """Replace the connection, backing off while the server is unavailable."""
+        _log.info(
+            "reconnecting to SMTP server %s:%s for %s: %s",
+            self._host,
+            self._port,
+            self._user,
+            reason,
+        )
+        self.close()
+        delays = self._backoff.delays()
+        attempts = 1
+        while True:
+            try:
+                self._connect()
+                return
+            except (_Dead, Timeout) as exc:
+                self.close()
+                if next(delays, None) is None:
+                    raise ConnectionLost(
+                        f"could not reconnect to the SMTP server {self._host}:"
+                        f"{self._port} after {attempts} attempts: {exc}"
+                    ) from exc
+                attempts += 1
+                _log.info("SMTP server unavailable (%s); trying again", exc)
+            except BaseException:
+                self.close()
+                raise
+
+    def _server_goodbye(self) -> str:
+        """Read what the server sent unasked before it hung up, for the log."""
+        try:
+            code, message = self.getreply()
+        except (smtplib.SMTPException, OSError):
+            return "the server closed the connection"
+        return f"the server closed the connection: {code} {_text(message)}"
+
+    def _before_send(self) -> None:
+        """Before a send: replace a dead, ended or expiring connection."""
+        if self.sock is None:
+            reason = "the previous connection was closed"
+        elif self._peer_closed():
+            reason = self._server_goodbye()
+        elif self._reconnect and self._deadline.due():
+            reason = "the access token is about to expire"
+            try:
+                smtplib.SMTP.quit(self)
+            except (smtplib.SMTPException, OSError):
+                pass
+        else:
+            return
+        self.close()
+        if not self._reconnect:
+            raise ConnectionLost(f"{reason}, and reconnect=False")
+        self._reestablish(reason)
+
+    # -- sending -------------------------------------------------------------------
+
+    def send(self, s: Any) -> None:
+        """Send raw data (smtplib's own), noting when a message's final dot went out."""
+        super().send(s)
+        if self._in_data and isinstance(s, bytes) and s.endswith(_FINAL_DOT):
+            self._dot_sent = True
+
+    def data(self, msg: Any) -> _Reply:
+        """DATA (smtplib's own), but a connection lost after the final dot is not
+        an ordinary disconnect: the server may have accepted the message.
+
+        Raises:
+            DeliveryUnknown: the final dot was sent and no reply came.
+        """
+        self._in_data, self._dot_sent = True, False
+        try:
+            return super().data(msg)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            if not self._dot_sent:
+                raise
+            self.close()
+            why = "timed out" if isinstance(exc.__context__, TimeoutError) else "closed"
+            raise DeliveryUnknown(
+                f"the connection to {self._host}:{self._port} {why} after the "
+                "message's final dot was sent and before the server replied: it may "
+                "or may not have been accepted, so it was not sent again. Look in "
+                "Sent Mail before sending it by hand."
+            ) from exc
+        finally:
+            self._in_data = False
+
+    def sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: Any,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> _SendErrs:
+        """Send a message as :meth:`smtplib.SMTP.sendmail` does, surviving session ends.
+
+        Raises:
+            DeliveryUnknown: the connection died after the final dot.
+            ConnectionLost: the connection died twice before the final dot; the
+                message was not sent.
+        """
+        self._before_send()
+        try:
+            with self._wire("sending a message"):
+                return super().sendmail(
+                    from_addr, to_addrs, msg, mail_options, rcpt_options
+                )
+        except _Dead as exc:
+            if not self._reconnect:
+                raise ConnectionLost(
+                    f"{exc}; the message was not sent (reconnect=False)"
+                ) from exc
+            self._reestablish(f"{exc}, before the message was sent")
+        try:
+            with self._wire("sending a message"):
+                return super().sendmail(
+                    from_addr, to_addrs, msg, mail_options, rcpt_options
+                )
+        except _Dead as exc:
+            raise ConnectionLost(
+                f"{exc}, again after reconnecting; the message was not sent"
+            ) from exc
+
+    def send_message(
+        self,
+        msg: Message,
+        from_addr: str | None = None,
+        to_addrs: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> _SendErrs:
+        """Send a message object as :meth:`smtplib.SMTP.send_message` does."""
+        self._before_send()
+        return super().send_message(
+            msg, from_addr, to_addrs, mail_options, rcpt_options
+        )
+
+    def quit(self) -> _Reply:
+        """QUIT and close; a connection the server already closed just closes."""
+        try:
+            if self.sock is not None:
+                return super().quit()
+        except (smtplib.SMTPServerDisconnected, OSError):
+            pass
+        self.close()
+        self._forget_session()
+        return (221, b"connection already closed")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.quit()
+        except smtplib.SMTPException:
+            if exc_type is None:
+                raise
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.sock is None else "connected"
+        return (
+            f"<gmail_xoauth2.SMTP {self._user} at {self._host}:{self._port} "
+            f"{self._mechanism} {state}>"
+        )
+
+
+def _text(value: bytes | str) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _ends_session(code: int, message: bytes | str) -> bool:
+    # 421: the server is closing the channel (RFC 5321 section 3.8); Gmail's idle
+    # close is "451 4.4.2 Timeout - closing connection.".
+    return code == 421 or (code == 451 and "closing connection" in _text(message))
+
+
+def _decode_challenge(data: bytes) -> sasl.ErrorChallenge | None:
+    try:
+        return sasl.decode_error_challenge(data)
+    except ChallengeDecodeError:
+        _log.debug("SMTP error challenge is not base64 JSON; answering it anyway")
+        return None
+
+
+def _too_many_message(text: str) -> str:
+    return (
+        f"the SMTP server refused another connection ({text}): Gmail allows about "
+        "15 simultaneous connections per user, shared by every mail client of the "
+        "account; close some and try again"
+    )
