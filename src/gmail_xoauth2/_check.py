@@ -1,0 +1,222 @@
+"""``gmail-xoauth2 check``: log in once per protocol, measure it, explain failures."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+from ._tokens import TokenSource
+from .errors import AuthenticationFailed, Error
+
+__all__ = ["CheckResult", "check_login", "describe_error"]
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one protocol's login."""
+
+    protocol: str
+    endpoint: str
+    mechanism: str
+    ok: bool
+    round_trips: int
+    milliseconds: float
+    error: str = ""
+
+    def lines(self) -> list[str]:
+        """One summary line, then the reason on a second line when it failed."""
+        trips = f"{self.round_trips} round trip{'s' if self.round_trips != 1 else ''}"
+        line = (
+            f"{self.protocol:<5} {'ok' if self.ok else 'failed':<7}"
+            f"{self.mechanism:<12} {trips:<14}{self.milliseconds:>6.0f} ms  "
+            f"{self.endpoint}"
+        )
+        return [line] if self.ok else [line, f"      {self.error}"]
+
+
+def check_login(
+    protocol: str,
+    user: str,
+    tokens: TokenSource,
+    host: str,
+    port: int,
+    *,
+    starttls: bool = False,
+    cafile: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    mechanism: str = "XOAUTH2",
+    timeout: float = 30.0,
+) -> CheckResult:
+    """Log in once with ``protocol`` and measure it; never raises for a failure."""
+    context = ssl_context or ssl.create_default_context()
+    if cafile:
+        context.load_verify_locations(os.path.expanduser(cafile))
+    counter = _count_flights(context)
+    endpoint = f"{host}:{port}"
+    start = time.perf_counter()
+    try:
+        connection = _open(
+            protocol, user, tokens, host, port, starttls, context, mechanism, timeout
+        )
+    except Exception as exc:  # reported, not raised: this is a diagnostic
+        elapsed = (time.perf_counter() - start) * 1000
+        return CheckResult(
+            protocol,
+            endpoint,
+            mechanism,
+            False,
+            counter.flights,
+            elapsed,
+            describe_error(exc),
+        )
+    elapsed = (time.perf_counter() - start) * 1000
+    flights = counter.flights
+    _close_quietly(protocol, connection)
+    return CheckResult(protocol, endpoint, mechanism, True, flights, elapsed)
+
+
+class _FlightCounter:
+    flights = 0
+
+
+def _count_flights(context: ssl.SSLContext) -> type[_FlightCounter]:
+    """Make ``context`` count client writes after the TLS handshake.
+
+    Each command line (and each SASL continuation) is one write followed by a wait
+    for the server, so writes during a login are its round trips.
+    """
+
+    class Counter(_FlightCounter):
+        pass
+
+    class CountingSSLSocket(ssl.SSLSocket):
+        def sendall(self, data: object, flags: int = 0) -> None:
+            Counter.flights += 1
+            super().sendall(data, flags)  # type: ignore[arg-type]
+
+    context.sslsocket_class = CountingSSLSocket
+    return Counter
+
+
+def _open(
+    protocol: str,
+    user: str,
+    tokens: TokenSource,
+    host: str,
+    port: int,
+    starttls: bool,
+    context: ssl.SSLContext,
+    mechanism: str,
+    timeout: float,
+) -> object:
+    # reconnect=False: a diagnostic reports the first login as it happened.
+    if protocol == "imap":
+        from .imap import IMAP4
+
+        return IMAP4(
+            user,
+            tokens,
+            host,
+            port,
+            starttls=starttls,
+            ssl_context=context,
+            timeout=timeout,
+            mechanism=mechanism,
+            reconnect=False,
+        )
+    if protocol == "pop":
+        from .pop import POP3
+
+        return POP3(
+            user,
+            tokens,
+            host,
+            port,
+            starttls=starttls,
+            ssl_context=context,
+            timeout=timeout,
+            mechanism=mechanism,
+            reconnect=False,
+        )
+    from .smtp import SMTP
+
+    return SMTP(
+        user,
+        tokens,
+        host,
+        port,
+        starttls=starttls,
+        ssl_context=context,
+        timeout=timeout,
+        mechanism=mechanism,
+        reconnect=False,
+    )
+
+
+def _close_quietly(protocol: str, connection: object) -> None:
+    method = {"imap": "logout", "pop": "quit", "smtp": "quit"}[protocol]
+    try:
+        getattr(connection, method)()
+    except Exception:  # noqa: S110 - the login result is already known
+        pass
+    close = getattr(connection, "close", None)
+    if protocol == "pop" and callable(close):
+        try:
+            close()
+        except Exception:  # noqa: S110
+            pass
+
+
+def describe_error(exc: BaseException) -> str:
+    """One sentence for ``exc`` that says what went wrong and what to do.
+
+    Never includes a secret: library messages hold none, and for other exceptions
+    only the type and the operating system's text are used.
+    """
+    if isinstance(exc, AuthenticationFailed):
+        parts = []
+        if exc.status:
+            parts.append(f"status {exc.status}")
+        if exc.scope:
+            parts.append(f"scope {exc.scope}")
+        decoded = ", ".join(parts) or "no error challenge"
+        text = exc.server_text.strip()
+        return (
+            f"rejected: {decoded}: {text or exc}; the token was refused, check that "
+            "the user matches the authorized account and the scope is "
+            "https://mail.google.com/"
+        )
+    if isinstance(exc, Error):
+        return str(exc)
+    if isinstance(exc, socket.gaierror):
+        return (
+            f"cannot resolve the host name ({exc.strerror or exc}); check the host "
+            "and your network connection"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused; check the host and port"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time; check your network connection and the port"
+    ssl_error = _ssl_error_text(exc)
+    if ssl_error:
+        return ssl_error
+    if isinstance(exc, OSError):
+        return (
+            f"network error ({exc.strerror or type(exc).__name__}); check your "
+            "network connection"
+        )
+    return f"unexpected {type(exc).__name__}; run again, and report it if it persists"
+
+
+def _ssl_error_text(exc: BaseException) -> str:
+    if not isinstance(exc, ssl.SSLError):
+        return ""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the server's TLS certificate could not be verified "
+            f"({exc.verify_message}); pass --cafile PEM if it uses a private CA"
+        )
+    return f"TLS failed ({exc.reason or exc}); check the port and --starttls"

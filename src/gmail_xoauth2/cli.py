@@ -1,0 +1,432 @@
+"""The ``gmail-xoauth2`` command: authorize, print tokens, check logins, run the fake.
+
+``token`` runs on every mail sync, so this module imports only light modules at the
+top; google-auth, requests, ssl and the protocol modules are imported inside the
+subcommands that need them. A still-valid cached token is printed without them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+
+from . import __version__
+from .errors import ConfigurationError, Error
+
+# Not typing.TYPE_CHECKING: importing typing alone costs the fast path milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+
+    from .auth import GoogleTokenProvider
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+# A printed token must outlive the mail program's session by a little: Gmail ends
+# a session when its token expires. Same margin as GoogleTokenProvider's default.
+TOKEN_MARGIN = timedelta(minutes=5)
+
+_PROTOCOLS = ("imap", "pop", "smtp")
+_DEFAULT_HOSTS = {
+    "imap": "imap.gmail.com",
+    "pop": "pop.gmail.com",
+    "smtp": "smtp.gmail.com",
+}
+_TLS_PORTS = {"imap": 993, "pop": 995, "smtp": 465}
+_STARTTLS_PORTS = {"imap": 143, "pop": 110, "smtp": 587}
+_GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
+
+
+class _Failure(Exception):
+    """A user-facing failure: one sentence that says what to do, and an exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command with ``argv`` (default: ``sys.argv[1:]``); return the status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _print_cached_token(argv):
+        return EXIT_OK
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already shown
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except _Failure as exc:
+        _error(str(exc))
+        return exc.status
+    except ConfigurationError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except (Error, OSError) as exc:
+        from ._check import describe_error
+
+        _error(describe_error(exc))
+        return EXIT_FAILED
+
+
+def _error(message: str) -> None:
+    print(f"gmail-xoauth2: error: {message}", file=sys.stderr)
+
+
+def _print_cached_token(argv: list[str]) -> bool:
+    """``token --token-file FILE`` with a valid cached token: print it, skip argparse.
+
+    Mail programs run this on every sync; argparse alone would add milliseconds.
+    Anything else, including any error, is left to the full path, which reports it.
+    """
+    if len(argv) == 3 and argv[:2] == ["token", "--token-file"]:
+        path = argv[2]
+    elif len(argv) == 2 and argv[0] == "token" and argv[1].startswith("--token-file="):
+        path = argv[1].partition("=")[2]
+    else:
+        return False
+    from ._store import TokenFile
+
+    try:
+        token = TokenFile(path).cached_token(datetime.now(UTC), TOKEN_MARGIN)
+    except (Error, OSError):
+        return False
+    if token is None:
+        return False
+    sys.stdout.write(token + "\n")
+    sys.stdout.flush()
+    return True
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="gmail-xoauth2",
+        description="OAuth 2.0 for Gmail's IMAP, POP and SMTP: authorize once, then "
+        "print fresh tokens for mail programs.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def token_file(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--token-file",
+            required=True,
+            metavar="FILE",
+            help="the token file written by `authorize` (mode 0600)",
+        )
+
+    p = sub.add_parser(
+        "authorize",
+        help="run Google's consent flow once and save a token file",
+        description="Open Google's consent page (loopback flow with PKCE) and save "
+        "the refresh and access tokens in a 0600 token file.",
+    )
+    p.add_argument(
+        "--client-secrets",
+        required=True,
+        metavar="FILE",
+        help="the OAuth client JSON downloaded from the Google Cloud console "
+        "(a Desktop app client)",
+    )
+    token_file(p)
+    p.add_argument("--user", metavar="EMAIL", help="pre-select this account")
+    p.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="print the URL instead of opening a browser (works over ssh -L)",
+    )
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        metavar="N",
+        help="loopback port for Google's redirect (default: any free port)",
+    )
+    p.set_defaults(handler=_cmd_authorize)
+
+    p = sub.add_parser(
+        "token",
+        help="print a valid access token (the password command for mail programs)",
+        description="Print a valid access token, refreshing and saving it first "
+        "when it expires within five minutes.",
+    )
+    token_file(p)
+    p.set_defaults(handler=_cmd_token)
+
+    p = sub.add_parser(
+        "string",
+        help="print the base64 SASL string (XOAUTH2 or OAUTHBEARER)",
+        description="Print the base64 SASL initial response built from a valid token.",
+    )
+    token_file(p)
+    p.add_argument("--user", required=True, metavar="EMAIL")
+    _mechanism_option(p)
+    p.set_defaults(handler=_cmd_string)
+
+    p = sub.add_parser(
+        "check",
+        help="log in with IMAP, POP and SMTP and report what happened",
+        description="Log in with each protocol (all three when none is named) and "
+        "print ok/failed, the mechanism, round trips and milliseconds.",
+    )
+    token_file(p)
+    p.add_argument("--user", required=True, metavar="EMAIL")
+    for name in _PROTOCOLS:
+        p.add_argument(f"--{name}", action="store_true", help=f"check {name.upper()}")
+    p.add_argument("--host", metavar="H", help="one host for every protocol")
+    for name in _PROTOCOLS:
+        p.add_argument(f"--{name}-port", type=_port, metavar="N")
+    p.add_argument(
+        "--starttls",
+        action="store_true",
+        help="connect in plain text and upgrade with STARTTLS",
+    )
+    p.add_argument(
+        "--cafile", metavar="PEM", help="also trust the CA certificates in this file"
+    )
+    _mechanism_option(p)
+    p.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS", help="per protocol"
+    )
+    p.set_defaults(handler=_cmd_check)
+
+    p = sub.add_parser(
+        "revoke",
+        help="revoke the token at Google and delete the token file",
+        description="Revoke the refresh token at Google, then delete the token file.",
+    )
+    token_file(p)
+    p.set_defaults(handler=_cmd_revoke)
+
+    p = sub.add_parser(
+        "fake-gmail",
+        help="run the fake Gmail in the foreground, to try mail programs against",
+        description="Run the fake Gmail (IMAP, POP, SMTP and Google's OAuth "
+        "endpoints on 127.0.0.1) until Ctrl-C.",
+    )
+    p.add_argument(
+        "--port-base",
+        type=_port,
+        metavar="N",
+        help="listen on N (IMAP), N+1 (POP), N+2 (SMTP TLS), N+3 (SMTP STARTTLS)",
+    )
+    p.set_defaults(handler=_cmd_fake_gmail)
+
+    p = sub.add_parser(
+        "demo",
+        help="a tour against the fake Gmail: no account, no network",
+        description="Start the fake Gmail, authorize, read, send, and survive a "
+        "session end and a token expiry.",
+    )
+    p.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _mechanism_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mechanism",
+        type=str.upper,
+        choices=("XOAUTH2", "OAUTHBEARER"),
+        default="XOAUTH2",
+    )
+
+
+def _port(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 65535")
+    return value
+
+
+# --- token and string: the fast path -------------------------------------------
+
+
+def access_token(token_file: str) -> str:
+    """Return a token valid for at least :data:`TOKEN_MARGIN`, refreshing if needed.
+
+    A valid cached token is read without importing google-auth or requests.
+    """
+    from ._store import TokenFile
+
+    token = TokenFile(token_file).cached_token(datetime.now(UTC), TOKEN_MARGIN)
+    if token is not None:
+        return token
+    return _provider(token_file).token()
+
+
+def _provider(token_file: str) -> GoogleTokenProvider:
+    from .auth import GoogleTokenProvider
+
+    return GoogleTokenProvider.from_authorized_user_file(
+        os.path.expanduser(token_file), refresh_margin=TOKEN_MARGIN
+    )
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    token = access_token(args.token_file)
+    sys.stdout.write(token + "\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _cmd_string(args: argparse.Namespace) -> int:
+    from .sasl import oauthbearer_string, xoauth2_string
+
+    token = access_token(args.token_file)
+    build = xoauth2_string if args.mechanism == "XOAUTH2" else oauthbearer_string
+    sys.stdout.write(build(args.user, token) + "\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+# --- authorize and revoke ----------------------------------------------------------
+
+
+def _cmd_authorize(args: argparse.Namespace) -> int:
+    from .auth import authorize
+
+    secrets = os.path.expanduser(args.client_secrets)
+    if not os.path.isfile(secrets):
+        raise _Failure(
+            f"client secrets file {secrets} does not exist; download the JSON of a "
+            "Desktop app OAuth client from the Google Cloud console "
+            "(Google Auth Platform > Clients)",
+            EXIT_USAGE,
+        )
+    token_file = os.path.expanduser(args.token_file)
+    if args.no_browser:
+        print(
+            "Open the URL that follows in a browser on any machine; if it is not "
+            f"this one, forward the port first (ssh -L {args.port or 'PORT'}:"
+            f"127.0.0.1:{args.port or 'PORT'} ...).",
+            file=sys.stderr,
+        )
+    authorize(
+        secrets,
+        token_file,
+        login_hint=args.user,
+        open_browser=not args.no_browser,
+        port=args.port,
+    )
+    print(
+        f"Saved {token_file} (mode 0600). Try: gmail-xoauth2 token --token-file "
+        f"{token_file}"
+    )
+    return EXIT_OK
+
+
+def revoke_uri_for(token_uri: object) -> str:
+    """Google's revocation endpoint beside the token file's ``token_uri``."""
+    if isinstance(token_uri, str) and token_uri.endswith("/token"):
+        return token_uri[: -len("token")] + "revoke"
+    return _GOOGLE_REVOKE_URI
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    import requests
+
+    from ._store import TokenFile
+
+    store = TokenFile(args.token_file)
+    data = store.read()
+    token = data.get("refresh_token") or data.get("token")
+    if isinstance(token, str) and token:
+        uri = revoke_uri_for(data.get("token_uri"))
+        try:
+            response = requests.post(uri, data={"token": token}, timeout=30)
+        except requests.RequestException as exc:
+            raise _Failure(
+                f"could not reach {uri} ({type(exc).__name__}); the token file was "
+                "kept: check your network connection and run `revoke` again"
+            ) from exc
+        # 400 invalid_token: already revoked or expired, which is what we want.
+        if response.status_code not in (200, 400):
+            raise _Failure(
+                f"Google answered HTTP {response.status_code} to the revocation; the "
+                "token file was kept: try again later"
+            )
+    for path in (store.path, store.lock_path):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    print(f"Revoked the token and deleted {store.path}.")
+    return EXIT_OK
+
+
+# --- check ----------------------------------------------------------------------------
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from ._check import check_login
+
+    protocols = [p for p in _PROTOCOLS if getattr(args, p)] or list(_PROTOCOLS)
+    if args.cafile and not os.path.isfile(os.path.expanduser(args.cafile)):
+        raise _Failure(f"CA file {args.cafile} does not exist", EXIT_USAGE)
+    provider = _provider(args.token_file)
+    provider.token()  # a refresh problem is one error, not three
+    failed = False
+    for protocol in protocols:
+        host = args.host or _DEFAULT_HOSTS[protocol]
+        ports = _STARTTLS_PORTS if args.starttls else _TLS_PORTS
+        port = getattr(args, f"{protocol}_port") or ports[protocol]
+        result = check_login(
+            protocol,
+            args.user,
+            provider,
+            host,
+            port,
+            starttls=args.starttls,
+            cafile=args.cafile,
+            mechanism=args.mechanism,
+            timeout=args.timeout,
+        )
+        failed = failed or not result.ok
+        for line in result.lines():
+            print(line)
+        sys.stdout.flush()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# --- fake Gmail and demo ------------------------------------------------------------
+
+
+def _cmd_fake_gmail(args: argparse.Namespace) -> int:
+    import threading
+
+    from ._demo import serve_fake_gmail
+
+    try:
+        serve_fake_gmail(
+            port_base=args.port_base, out=sys.stdout, stop=threading.Event()
+        )
+    except KeyboardInterrupt:
+        print("Stopped.")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(out=sys.stdout)

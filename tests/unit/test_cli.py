@@ -1,0 +1,265 @@
+"""Tests for the ``gmail-xoauth2`` command: parsing, tokens, errors, check, revoke."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gmail_xoauth2 import cli
+from gmail_xoauth2._store import format_expiry
+from gmail_xoauth2.testing.google import FakeGoogle
+
+USER = "alice@example.com"
+SECRET_TOKEN = "ya29.cached-token-for-the-fast-path"
+
+
+def write_token_file(
+    path: Path, *, token: str = SECRET_TOKEN, valid_for: timedelta, mode: int = 0o600
+) -> Path:
+    data = {
+        "token": token,
+        "refresh_token": "1//refresh-token-never-printed",
+        "token_uri": "http://127.0.0.1:9/token",
+        "client_id": "1-fake.apps.googleusercontent.com",
+        "client_secret": "GOCSPX-never-printed",
+        "scopes": ["https://mail.google.com/"],
+        "expiry": format_expiry(datetime.now(UTC) + valid_for),
+    }
+    path.write_text(json.dumps(data))
+    path.chmod(mode)
+    return path
+
+
+@pytest.fixture
+def google() -> Iterator[FakeGoogle]:
+    with FakeGoogle() as fake:
+        fake.add_user(USER)
+        yield fake
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "usage: gmail-xoauth2" in capsys.readouterr().err
+
+
+def test_unknown_mechanism_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(
+        ["string", "--token-file", "t.json", "--user", USER, "--mechanism", "PLAIN"]
+    )
+    assert status == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_bad_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["fake-gmail", "--port-base", "70000"])
+    assert status == 2
+    assert "70000 is not between 0 and 65535" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import gmail_xoauth2
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"gmail-xoauth2 {gmail_xoauth2.__version__}"
+
+
+def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("authorize", "token", "string", "check", "revoke", "fake-gmail"):
+        assert command in out
+    assert "demo" in out
+
+
+# --- token and string ----------------------------------------------------------------
+
+
+def test_token_prints_a_cached_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_token_file(tmp_path / "t.json", valid_for=timedelta(minutes=30))
+    assert cli.main(["token", "--token-file", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == SECRET_TOKEN + "\n"
+    assert captured.err == ""
+
+
+def test_string_prints_the_xoauth2_string(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_token_file(tmp_path / "t.json", valid_for=timedelta(minutes=30))
+    assert cli.main(["string", "--token-file", str(path), "--user", USER]) == 0
+    out = capsys.readouterr().out
+    assert base64.b64decode(out.strip()) == (
+        f"user={USER}\x01auth=Bearer {SECRET_TOKEN}\x01\x01".encode()
+    )
+
+
+def test_string_prints_the_oauthbearer_string(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_token_file(tmp_path / "t.json", valid_for=timedelta(minutes=30))
+    argv = ["string", "--token-file", str(path), "--user", USER]
+    assert cli.main([*argv, "--mechanism", "oauthbearer"]) == 0
+    out = capsys.readouterr().out
+    assert base64.b64decode(out.strip()) == (
+        f"n,a={USER},\x01auth=Bearer {SECRET_TOKEN}\x01\x01".encode()
+    )
+
+
+def test_missing_token_file_says_to_authorize(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "missing.json"
+    assert cli.main(["token", "--token-file", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("gmail-xoauth2: error: ")
+    assert str(path) in captured.err
+    assert "gmail-xoauth2 authorize" in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_group_readable_token_file_gets_the_chmod_advice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_token_file(
+        tmp_path / "t.json", valid_for=timedelta(minutes=30), mode=0o640
+    )
+    assert cli.main(["token", "--token-file", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"chmod 600 {path}" in captured.err
+    assert SECRET_TOKEN not in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_corrupt_token_file_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.json"
+    path.write_text('{"token": "ya29.half-written')
+    path.chmod(0o600)
+    assert cli.main(["token", "--token-file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not valid JSON" in err
+    assert "ya29" not in err
+
+
+FAST_PATH_PROBE = """
+import sys
+from gmail_xoauth2.cli import main
+status = main(["token", "--token-file", sys.argv[1]])
+heavy = sorted(
+    name for name in sys.modules
+    if name.split(".")[0] in {"google", "requests", "urllib3", "ssl", "imaplib",
+                              "smtplib", "poplib", "http", "email"}
+    or name in {"gmail_xoauth2.auth", "gmail_xoauth2.imap", "gmail_xoauth2.pop",
+                "gmail_xoauth2.smtp", "gmail_xoauth2.testing"}
+)
+print("HEAVY", heavy, file=sys.stderr)
+sys.exit(status)
+"""
+
+
+def test_token_fast_path_imports_nothing_heavy(tmp_path: Path) -> None:
+    path = write_token_file(tmp_path / "t.json", valid_for=timedelta(minutes=30))
+    result = subprocess.run(
+        [sys.executable, "-c", FAST_PATH_PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SECRET_TOKEN + "\n"
+    assert "HEAVY []" in result.stderr
+
+
+def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
+    path = write_token_file(tmp_path / "t.json", valid_for=timedelta(minutes=30))
+    result = subprocess.run(
+        [sys.executable, "-m", "gmail_xoauth2", "token", "--token-file", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, SECRET_TOKEN + "\n")
+
+
+# --- revoke ---------------------------------------------------------------------------
+
+
+def test_revoke_uri_sits_beside_the_token_uri() -> None:
+    assert cli.revoke_uri_for("https://oauth2.googleapis.com/token") == (
+        "https://oauth2.googleapis.com/revoke"
+    )
+    assert cli.revoke_uri_for("http://127.0.0.1:8080/token") == (
+        "http://127.0.0.1:8080/revoke"
+    )
+    assert cli.revoke_uri_for(None) == "https://oauth2.googleapis.com/revoke"
+
+
+def test_revoke_revokes_at_google_and_deletes_the_file(
+    google: FakeGoogle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = google.write_authorized_user_file(tmp_path / "t.json", USER)
+    access = json.loads(path.read_text())["token"]
+    assert google.lookup(access) is not None
+    assert cli.main(["revoke", "--token-file", str(path)]) == 0
+    assert google.lookup(access) is None
+    assert not path.exists()
+    assert google.request_count("/revoke") == 1
+    out = capsys.readouterr().out
+    assert out == f"Revoked the token and deleted {path}.\n"
+
+
+def test_revoke_keeps_the_file_when_google_is_unreachable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Port 9 (discard) on loopback: nothing listens there, the connection is refused.
+    path = write_token_file(tmp_path / "t.json", valid_for=timedelta(minutes=30))
+    assert cli.main(["revoke", "--token-file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "the token file was kept" in err
+    assert "never-printed" not in err
+    assert path.exists()
+
+
+def test_revoke_of_a_missing_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["revoke", "--token-file", str(tmp_path / "nope.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_token_file_is_never_echoed_in_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_token_file(
+        tmp_path / "t.json", valid_for=timedelta(minutes=30), mode=0o604
+    )
+    for argv in (
+        ["token", "--token-file", str(path)],
+        ["string", "--token-file", str(path), "--user", USER],
+        ["revoke", "--token-file", str(path)],
+    ):
+        assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    for secret in (SECRET_TOKEN, "never-printed"):
+        assert secret not in captured.err
+    assert os.stat(path).st_mode & 0o777 == 0o604
