@@ -1,0 +1,545 @@
+"""Google OAuth 2.0 for Gmail: the refreshing token provider and the loopback flow.
+
+The only module that imports google-auth (the package imports it lazily). It
+wraps google-auth once, so no untyped google object leaks into the rest of the
+library, and translates google-auth's exceptions into :mod:`gmail_xoauth2.errors`.
+google-auth's own retries sleep for real; here the transport fails at once on
+429 and 5xx and the provider retries with an injectable :class:`Backoff`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+import google.auth.exceptions
+import google.auth.transport
+import google.auth.transport.requests
+import google.oauth2.credentials
+import google.oauth2.service_account
+import requests
+from google_auth_oauthlib.flow import Flow
+
+from ._backoff import Backoff
+from ._oauth import (
+    DEFAULT_LIFETIME,
+    GOOGLE_TOKEN_URI,
+    LoopbackReceiver,
+    check_flow,
+    check_token_uri,
+    error_code,
+    read_client_config,
+    show_url,
+    token_error,
+    token_file_data,
+)
+from ._store import TokenFile, format_expiry, parse_expiry
+from ._tokens import Clock, utcnow
+from .errors import ConfigurationError, TokenError
+from .sasl import MAIL_SCOPE
+
+__all__ = ["IMAP_ADMIN_SCOPE", "GoogleTokenProvider", "authorize"]
+
+_log = logging.getLogger(__name__)
+
+IMAP_ADMIN_SCOPE = "https://www.googleapis.com/auth/gmail.imap_admin"
+"""Workspace domain-wide delegation only: every label and message over IMAP."""
+
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class _RetryableStatus(google.auth.exceptions.TransportError):
+    """The token endpoint answered 429 or 5xx; raised at once, retried by us."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"token endpoint answered HTTP {status}")  # type: ignore[no-untyped-call]
+        self.status = status
+
+
+class _Transport(google.auth.transport.Request):
+    """google-auth's requests transport, failing fast on 429 and 5xx.
+
+    google-auth retries those itself with real ``time.sleep`` calls; raising a
+    ``TransportError`` instead stops its loop so the provider's own
+    :class:`Backoff` (with an injectable sleep) decides.
+    """
+
+    def __init__(self, session: requests.Session | None, timeout: float) -> None:
+        self._inner = google.auth.transport.requests.Request(session)
+        self._timeout = timeout
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> google.auth.transport.Response:
+        response: google.auth.transport.Response = self._inner(
+            url,
+            method=method,
+            body=body,
+            headers=headers,
+            timeout=timeout or self._timeout,
+            **kwargs,
+        )
+        if response.status in _RETRY_STATUSES:
+            raise _RetryableStatus(response.status)
+        return response
+
+    def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, object]:
+        """POST a form; return the status and the decoded JSON (or None)."""
+        response = self(
+            url,
+            method="POST",
+            body=urllib.parse.urlencode(form).encode("ascii"),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        data = response.data
+        try:
+            decoded: object = json.loads(data.decode("utf-8") if data else "null")
+        except (UnicodeDecodeError, ValueError):
+            decoded = None
+        return int(response.status), decoded
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """google-auth keeps naive UTC datetimes."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(moment: object) -> datetime | None:
+    if not isinstance(moment, datetime):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _refresh_error_code(exc: google.auth.exceptions.RefreshError) -> str | None:
+    for arg in exc.args[1:]:
+        code = error_code(arg)
+        if code is not None:
+            return code
+    return None
+
+
+class GoogleTokenProvider:
+    """Access tokens from google-auth credentials, refreshed before they expire.
+
+    ``token()`` is thread-safe and single-flight: however many threads ask at
+    once, one refresh happens. With a ``store`` (the token file) the refresh is
+    also serialised between processes: under a lock on ``<file>.lock`` the file
+    is re-read, a token another process already refreshed is adopted, and a
+    new one is written back atomically.
+
+    Args:
+        credentials: google-auth credentials (authorized user or service account).
+        refresh_margin: ``token()`` returns a token valid for at least this long.
+        store: the token file to share and write back (authorized-user
+            credentials only).
+        clock: the time source (aware UTC); tests inject a manual clock.
+        backoff: retry policy for transient token-endpoint failures.
+        session: the requests session for the token endpoint.
+        timeout: seconds to wait for the token endpoint per attempt.
+    """
+
+    def __init__(
+        self,
+        credentials: google.auth.credentials.Credentials,
+        *,
+        refresh_margin: timedelta = timedelta(minutes=5),
+        store: TokenFile | str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+        session: requests.Session | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if refresh_margin < timedelta(0) or refresh_margin >= DEFAULT_LIFETIME:
+            raise ConfigurationError(
+                "refresh_margin must be between 0 and 1 hour (tokens live an hour)"
+            )
+        if store is not None and not isinstance(store, TokenFile):
+            store = TokenFile(store)
+        self._user_credentials = isinstance(
+            credentials, google.oauth2.credentials.Credentials
+        )
+        if store is not None and not self._user_credentials:
+            raise ConfigurationError(
+                "a token file store holds authorized-user credentials; "
+                "service-account credentials cannot use one"
+            )
+        self._credentials: Any = credentials
+        self._margin = refresh_margin
+        self._store = store
+        self._clock: Clock = clock or utcnow
+        self._backoff = backoff or Backoff()
+        self._transport = _Transport(session, timeout)
+        self._lock = threading.Lock()
+        self._last_handed = threading.local()
+        token = self._credentials.token
+        self._token: str | None = token if isinstance(token, str) and token else None
+        self._expiry = _aware(self._credentials.expiry)
+
+    @classmethod
+    def from_authorized_user_file(
+        cls, path: str | os.PathLike[str], **kwargs: Any
+    ) -> GoogleTokenProvider:
+        """A provider for a google-auth authorized-user token file.
+
+        Refreshed tokens are written back to the same file. Unlike google-auth,
+        the file's ``token_uri`` is honoured (it must be https, or http on
+        loopback for tests).
+
+        Args:
+            path: the token file (mode 0600).
+            **kwargs: passed to the constructor (not ``store``).
+
+        Raises:
+            ConfigurationError: the file is missing, insecure or incomplete.
+        """
+        store = TokenFile(path)
+        credentials = _user_credentials(store.read(), str(store.path))
+        return cls(credentials, store=store, **kwargs)
+
+    @classmethod
+    def from_service_account_file(
+        cls,
+        path: str | os.PathLike[str],
+        subject: str,
+        *,
+        scopes: Iterable[str] = (MAIL_SCOPE,),
+        **kwargs: Any,
+    ) -> GoogleTokenProvider:
+        """A provider acting as ``subject`` through Workspace domain-wide delegation.
+
+        Args:
+            path: the service account's JSON key file.
+            subject: the Workspace user to act as.
+            scopes: ``MAIL_SCOPE``, or :data:`IMAP_ADMIN_SCOPE` (every label
+                and message over IMAP, delegation only).
+            **kwargs: passed to the constructor.
+
+        Raises:
+            ConfigurationError: the key file is missing or malformed, or the
+                subject or scopes are empty.
+        """
+        scope_list = list(scopes)
+        if not scope_list:
+            raise ConfigurationError("at least one scope is needed")
+        if not isinstance(subject, str) or "@" not in subject:
+            raise ConfigurationError(
+                "subject must be the Workspace user's address; domain-wide "
+                "delegation acts as a user, plain Gmail accounts cannot use it"
+            )
+        factory = google.oauth2.service_account.Credentials
+        try:
+            credentials = factory.from_service_account_file(  # type: ignore[no-untyped-call]
+                os.fspath(path), scopes=scope_list
+            )
+        except FileNotFoundError as exc:
+            raise ConfigurationError(
+                f"service account key {path} does not exist"
+            ) from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # The parser's message may quote the key; only its type is shown.
+            raise ConfigurationError(
+                f"{path} is not a usable service-account JSON key "
+                f"({type(exc).__name__}); download a new key from the Cloud console"
+            ) from exc
+        return cls(credentials.with_subject(subject), **kwargs)
+
+    @property
+    def expiry(self) -> datetime | None:
+        """When the current token expires (aware UTC, on this provider's clock)."""
+        return self._expiry
+
+    def token(self, *, force_refresh: bool = False) -> str:
+        """Return an access token valid for at least ``refresh_margin``.
+
+        Args:
+            force_refresh: the server rejected the token this thread was last
+                given: get a new one, unless another thread already did.
+
+        Raises:
+            TokenRevokedError: the refresh token was expired or revoked.
+            TokenError: no token could be obtained (``.retryable`` says whether
+                trying later may help).
+            ConfigurationError: the token file is missing or insecure.
+        """
+        # The token this caller holds: the last one handed to this thread, or
+        # the current one. A forced refresh replaces only that token, so many
+        # threads forcing at once cause one refresh.
+        seen: str | None = getattr(self._last_handed, "token", None) or self._token
+        with self._lock:
+            now = self._clock()
+            current = self._token
+            if current is not None and self._fresh(now, self._expiry):
+                if not force_refresh or current != seen:
+                    self._last_handed.token = current
+                    return current
+            token = self._refresh(rejected=seen if force_refresh else None)
+            self._last_handed.token = token
+            return token
+
+    def _fresh(self, now: datetime, expiry: datetime | None) -> bool:
+        return expiry is not None and now + self._margin < expiry
+
+    def _refresh(self, *, rejected: str | None) -> str:
+        """Refresh (lock held), sharing the work with other processes via the store."""
+        if self._store is None:
+            return self._refresh_remote()
+        with self._store.locked():
+            data = self._store.read()
+            file_token = data.get("token")
+            file_expiry = parse_expiry(data.get("expiry"))
+            if (
+                isinstance(file_token, str)
+                and file_token
+                and file_token != rejected
+                and file_token != self._token
+                and self._fresh(self._clock(), file_expiry)
+            ):
+                _log.debug("using the token another process refreshed")
+                self._adopt(data, file_token, file_expiry)
+                return file_token
+            self._adopt_refresh_token(data)
+            token = self._refresh_remote()
+            data.update(json.loads(self._credentials.to_json()))
+            if self._expiry is not None:
+                data["expiry"] = format_expiry(self._expiry)
+            self._store.write(data)
+            return token
+
+    def _adopt(
+        self, data: Mapping[str, object], token: str, expiry: datetime | None
+    ) -> None:
+        self._adopt_refresh_token(data)
+        self._token = token
+        self._expiry = expiry
+        self._credentials.token = token
+        self._credentials.expiry = _naive_utc(expiry) if expiry else None
+
+    def _adopt_refresh_token(self, data: Mapping[str, object]) -> None:
+        """Follow the file if it now holds another grant (authorize ran again)."""
+        refresh_token = data.get("refresh_token")
+        if (
+            isinstance(refresh_token, str)
+            and refresh_token
+            and refresh_token != self._credentials.refresh_token
+        ):
+            _log.debug("the token file holds a new refresh token; using it")
+            assert self._store is not None
+            self._credentials = _user_credentials(data, str(self._store.path))
+
+    def _refresh_remote(self) -> str:
+        """Ask the token endpoint, retrying transient failures with backoff."""
+        delays = self._backoff.delays()
+        attempt = 1
+        while True:
+            started = self._clock()
+            try:
+                self._credentials.refresh(self._transport)
+            except google.auth.exceptions.TransportError as exc:
+                failure: Exception = exc
+                reason = (
+                    f"HTTP {exc.status}"
+                    if isinstance(exc, _RetryableStatus)
+                    else "network error"
+                )
+            except google.auth.exceptions.RefreshError as exc:
+                code = _refresh_error_code(exc)
+                if not exc.retryable:
+                    raise token_error(
+                        code, service_account=not self._user_credentials
+                    ) from exc
+                failure, reason = exc, code or "retryable error"
+            except google.auth.exceptions.GoogleAuthError as exc:
+                raise TokenError(
+                    f"token refresh failed ({type(exc).__name__}); "
+                    "check the credentials file"
+                ) from exc
+            else:
+                return self._refreshed(started)
+            try:
+                next(delays)
+            except StopIteration:
+                raise TokenError(
+                    f"the token endpoint failed {attempt} times ({reason}); "
+                    "try again later",
+                    retryable=True,
+                ) from failure
+            attempt += 1
+            _log.info("token endpoint failed (%s); attempt %d", reason, attempt)
+
+    def _refreshed(self, started: datetime) -> str:
+        """Record a new token; its expiry is kept on this provider's clock."""
+        token = self._credentials.token
+        if not isinstance(token, str) or not token:
+            raise TokenError("the token endpoint returned no access token")
+        # google-auth computed expiry from the real clock: keep only the
+        # lifetime and count it from when we asked, on our own clock.
+        google_expiry = self._credentials.expiry
+        if isinstance(google_expiry, datetime):
+            lifetime = google_expiry - _naive_utc(utcnow())
+        else:
+            lifetime = DEFAULT_LIFETIME
+        self._token = token
+        self._expiry = started + lifetime
+        self._credentials.expiry = _naive_utc(self._expiry)
+        _log.debug("refreshed the access token; it expires at %s", self._expiry)
+        return token
+
+    def __repr__(self) -> str:
+        credentials = self._credentials
+        if self._user_credentials:
+            kind = "authorized user"
+        else:
+            kind = f"service account {credentials.service_account_email}"
+            if credentials._subject:
+                kind += f" as {credentials._subject}"
+        store = f", store={str(self._store.path)!r}" if self._store else ""
+        return f"GoogleTokenProvider({kind}, expiry={self._expiry!r}{store})"
+
+
+def _user_credentials(
+    data: Mapping[str, object], source: str
+) -> google.oauth2.credentials.Credentials:
+    """google-auth user credentials from a token file's JSON (token_uri honoured)."""
+    missing = [
+        name
+        for name in ("refresh_token", "client_id", "client_secret")
+        if not isinstance(data.get(name), str) or not data.get(name)
+    ]
+    if missing:
+        raise ConfigurationError(
+            f"token file {source} lacks {', '.join(missing)}; "
+            "run `gmail-xoauth2 authorize` to write it again"
+        )
+    token_uri = data.get("token_uri") or GOOGLE_TOKEN_URI
+    if not isinstance(token_uri, str):
+        raise ConfigurationError(f"token file {source}: token_uri is not a string")
+    scopes = data.get("scopes")
+    if isinstance(scopes, str):
+        scopes = scopes.split()
+    if scopes is not None and not (
+        isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)
+    ):
+        raise ConfigurationError(f"token file {source}: scopes is not a list")
+    expiry = parse_expiry(data.get("expiry"))
+    token = data.get("token")
+    return google.oauth2.credentials.Credentials(  # type: ignore[no-untyped-call]
+        token=token if isinstance(token, str) and token else None,
+        refresh_token=data["refresh_token"],
+        token_uri=check_token_uri(token_uri, f"token file {source}"),
+        client_id=data["client_id"],
+        client_secret=data["client_secret"],
+        scopes=scopes,
+        expiry=_naive_utc(expiry) if expiry else None,
+    )
+
+
+def authorize(
+    client_secrets_file: str | os.PathLike[str],
+    token_file: str | os.PathLike[str],
+    *,
+    scopes: Iterable[str] = (MAIL_SCOPE,),
+    login_hint: str | None = None,
+    open_browser: bool = True,
+    port: int = 0,
+    open_url: Callable[[str], object] | None = None,
+    flow: str = "loopback",
+    timeout: float | None = 300.0,
+    output: IO[str] | None = None,
+    **kwargs: Any,
+) -> GoogleTokenProvider:
+    """Run Google's installed-app flow (loopback redirect, PKCE) and save the token.
+
+    The consent URL is opened in a browser (``open_url`` if given, else the
+    ``webbrowser`` module when ``open_browser``) and always printed to
+    ``output``; a redirect to ``http://127.0.0.1:PORT/`` completes it. Without a
+    browser on this machine, fix ``port``, forward it (``ssh -L PORT:127.0.0.1:PORT``)
+    and open the printed URL on the machine that has one.
+
+    Args:
+        client_secrets_file: the "Desktop app" OAuth client JSON from the
+            Google Cloud console.
+        token_file: where to save the tokens (mode 0600).
+        scopes: the scopes to ask for; Gmail IMAP/POP/SMTP needs ``MAIL_SCOPE``.
+        login_hint: the Google account to preselect.
+        open_browser: open the URL with the ``webbrowser`` module.
+        port: the loopback port to listen on (0: any free port).
+        open_url: called with the URL instead of the ``webbrowser`` module.
+        flow: only ``"loopback"``; ``"oob"`` and ``"device"`` are refused.
+        timeout: seconds to wait for the browser's redirect.
+        output: where to print the URL (default: stderr).
+        **kwargs: passed to :class:`GoogleTokenProvider` (``clock``, ``backoff``,
+            ``session``, ``refresh_margin``...).
+
+    Raises:
+        UnsupportedFlow: the out-of-band or device flow was asked for.
+        ConfigurationError: the client secrets file is unusable.
+        Timeout: the browser did not come back in time.
+        TokenError: Google refused the authorization or the code exchange.
+    """
+    check_flow(flow)
+    scope_list = list(scopes)
+    if not scope_list:
+        raise ConfigurationError("at least one scope is needed")
+    client = read_client_config(client_secrets_file)
+    store = TokenFile(token_file)
+    provider_kwargs = dict(kwargs)
+    clock: Clock = provider_kwargs.get("clock") or utcnow
+    with LoopbackReceiver(port=port) as receiver:
+        oauth = Flow.from_client_config(
+            client, scopes=scope_list, redirect_uri=receiver.redirect_uri
+        )
+        extra = {"login_hint": login_hint} if login_hint else {}
+        url, state = oauth.authorization_url(
+            access_type="offline", prompt="consent", **extra
+        )
+        receiver.start(state)
+        show_url(url, receiver.port, open_browser, open_url, output or sys.stderr)
+        params = receiver.wait(timeout)
+    if "error" in params:
+        code = error_code(params) or "unknown error"
+        raise TokenError(f"authorization was not granted in the browser ({code})")
+    config = oauth.client_config
+    transport = _Transport(provider_kwargs.get("session"), 30.0)
+    started = clock()
+    form = {
+        "grant_type": "authorization_code",
+        "code": params.get("code", ""),
+        "redirect_uri": receiver.redirect_uri,
+        "client_id": config["client_id"],
+        "client_secret": config["client_secret"],
+        "code_verifier": oauth.code_verifier,
+    }
+    try:
+        status, body = transport.post_form(config["token_uri"], form)
+    except google.auth.exceptions.TransportError as exc:
+        # An authorization code is single-use: it is not sent twice.
+        raise TokenError(
+            "the token endpoint could not be reached to redeem the authorization "
+            "code; run authorize again",
+            retryable=True,
+        ) from exc
+    if status != 200 or not isinstance(body, dict):
+        raise TokenError(
+            "Google refused the authorization code "
+            f"({error_code(body) or f'HTTP {status}'}); run authorize again"
+        )
+    data = token_file_data(body, config, scope_list, started)
+    with store.locked():
+        store.write(data)
+    _log.info("authorized; tokens saved to %s", store.path)
+    return GoogleTokenProvider(
+        _user_credentials(data, str(store.path)), store=store, **provider_kwargs
+    )
