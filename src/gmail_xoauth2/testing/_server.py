@@ -764,6 +764,9 @@ class LineServer:
                 self._accept(sock, str(address[0]))
 
     def _accept(self, sock: socket.socket, peer: str) -> None:
+        # Replies go out line by line; without NODELAY, Nagle's algorithm and
+        # the client's delayed ACK would stall each multi-line reply ~40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = self.connection_class(self, sock, peer)
         thread = threading.Thread(
             target=conn.run,
