@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 import shutil
 import ssl
@@ -67,6 +68,7 @@ class FakeGmail:
         self.host = host
         self._aliases = {user: tuple(addrs) for user, addrs in (aliases or {}).items()}
         self._lock = threading.Lock()
+        self._files = itertools.count(1)
         self._tempdir: Path | None = None
         self._pki: PKI | None = None
         self._google: FakeGoogle | None = None
@@ -242,16 +244,17 @@ class FakeGmail:
     def token_provider(self, user: str, **kwargs: Any) -> GoogleTokenProvider:
         """A real ``GoogleTokenProvider`` for ``user`` against the fake Google.
 
-        The fake writes an authorized-user file (client id and secret, refresh
-        token, token URI) in its private directory; ``kwargs`` go to the
-        provider.
+        The fake writes a new authorized-user file (client id and secret, a
+        new refresh token, token URI) in its private directory for each call;
+        ``kwargs`` go to the provider, whose clock is the fake's unless given.
         """
         from ..auth import GoogleTokenProvider
 
         if self._tempdir is None:
             raise RuntimeError("FakeGmail is not started; call start() first")
-        path = self._tempdir / f"authorized-user-{self.users.index(user)}.json"
+        path = self._tempdir / f"authorized-user-{next(self._files)}.json"
         self.google.write_authorized_user_file(path, user)
+        kwargs.setdefault("clock", self.clock)
         return GoogleTokenProvider.from_authorized_user_file(path, **kwargs)
 
     # -- sessions, mail, faults, transcript --------------------------------------------
