@@ -1,0 +1,249 @@
+"""IMAP IDLE (RFC 2177) for gmail_xoauth2.IMAP4, with Python 3.14's interface.
+
+Python 3.14 added ``imaplib.IMAP4.idle(duration=None)``; this offers the same
+interface on every supported Python (and replaces the stdlib one on 3.14, so
+behaviour does not depend on the version), renews IDLE before the 29 minutes
+RFC 2177 allows, and replaces the session when the server ends it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import Error
+
+if TYPE_CHECKING:
+    from .imap import IMAP4
+
+__all__ = ["IDLE_RENEW_AFTER", "Idler"]
+
+_log = logging.getLogger(__name__)
+
+IDLE_RENEW_AFTER = timedelta(minutes=27)
+"""RFC 2177: "re-issue it at least every 29 minutes"; leave room for slack."""
+
+Untagged = tuple[str, Any]
+
+
+class Idler:
+    """An iterable context manager for IDLE; get one from :meth:`IMAP4.idle`.
+
+    Entering sends ``IDLE``; iterating yields untagged responses as
+    ``(type, datum)``, such as ``('EXISTS', b'4')``; leaving sends ``DONE``.
+    Responses not consumed in the block are left in ``untagged_responses``,
+    as imaplib does. While idling, no other command may be sent.
+    """
+
+    def __init__(self, imap: IMAP4, duration: float | None = None) -> None:
+        if "IDLE" not in imap.capabilities:
+            raise imap.error("Server does not support IMAP4 IDLE")
+        self._imap = imap
+        self._duration = duration
+        self._queue: list[Untagged] = []
+        self._tag: bytes | None = None
+        self._saved_state = imap.state
+        self._started: datetime | None = None
+        self._renew_at: datetime | None = None
+
+    # --- context manager and iterator (Python 3.14's interface) -------------
+
+    def __enter__(self) -> Idler:
+        imap = self._imap
+        imap._prepare_idle()
+        self._saved_state = imap.state
+        self._started = self._now()
+        imap._idle_queue = self._queue
+        try:
+            self._guarded(self._begin)
+        except BaseException:
+            imap._idle_queue = None
+            raise
+        imap.state = "IDLING"
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        imap = self._imap
+        try:
+            if self._tag is not None and not imap._dead:
+                self._end()
+        except imap._death as error:
+            _log.debug("connection lost while leaving IDLE: %s", error)
+            imap._drop()
+        finally:
+            imap._idle_queue = None
+            imap.state = self._saved_state
+            for typ, datum in self._queue:
+                imap._keep_untagged(typ, datum)
+            self._queue.clear()
+        return False
+
+    def __iter__(self) -> Idler:
+        return self
+
+    def __next__(self) -> Untagged:
+        timeout = None
+        if self._duration is not None and self._started is not None:
+            left = self._duration - (self._now() - self._started).total_seconds()
+            if left <= 0:
+                raise StopIteration
+            timeout = left
+        response = self._pop(timeout)
+        if response is None:
+            raise StopIteration
+        return response
+
+    def burst(self, interval: float = 0.1) -> Iterator[Untagged]:
+        """Yield the next response and any that follow within ``interval`` seconds.
+
+        ::
+
+            with M.idle() as idler:
+                batch = list(idler.burst())
+        """
+        try:
+            yield next(self)
+        except StopIteration:
+            return
+        while (response := self._pop(interval)) is not None:
+            yield response
+
+    # --- the IDLE exchange --------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self._imap._deadline.now()
+
+    def _begin(self) -> None:
+        """Send IDLE and wait for the server's ``+`` continuation."""
+        imap = self._imap
+        tag: bytes = imap._new_tag()
+        imap._trace_out(tag + b" IDLE")
+        imap.send(tag + b" IDLE\r\n")
+        while imap._get_response() is not None:
+            self._check_bye()
+            result: Any = imap.tagged_commands.get(tag)
+            if result is not None:
+                del imap.tagged_commands[tag]
+                typ, data = result
+                raise imap.error(f"IDLE refused: {typ} {data[-1]!r}")
+        self._tag = tag
+        self._renew_at = self._now() + IDLE_RENEW_AFTER
+        _log.debug("IDLE started")
+
+    def _end(self) -> None:
+        """Send DONE and read up to IDLE's tagged completion."""
+        imap = self._imap
+        tag = self._tag
+        assert tag is not None
+        self._tag = None
+        imap._trace_out(b"DONE")
+        imap.send(b"DONE\r\n")
+        while imap.tagged_commands.get(tag) is None:
+            imap._get_response()
+            self._check_bye()
+        del imap.tagged_commands[tag]
+        _log.debug("IDLE done")
+
+    def _check_bye(self) -> None:
+        byes = [datum for typ, datum in self._queue if typ == "BYE"]
+        if byes:
+            self._queue[:] = [item for item in self._queue if item[0] != "BYE"]
+            raise self._imap.abort(f"server said BYE: {byes[-1]!r}")
+
+    def _pop(self, timeout: float | None) -> Untagged | None:
+        """The next response; None once ``timeout`` seconds passed without one."""
+        imap = self._imap
+        waited = False
+        while True:
+            if self._queue:
+                return self._queue.pop(0)
+            if waited:
+                return None
+            now = self._now()
+            renew_due = self._renew_at is not None and now >= self._renew_at
+            if self._tag is None or renew_due or imap._deadline.due():
+                self._guarded(self._renew)
+                continue
+            wait = timeout
+            until_renew = (
+                (self._renew_at - now).total_seconds() if self._renew_at else None
+            )
+            renew_first = until_renew is not None and (
+                wait is None or until_renew < wait
+            )
+            if renew_first:
+                wait = until_renew
+            if not imap._wait_readable(wait):
+                waited = not renew_first
+                continue
+            self._guarded(self._read_one)
+
+    def _read_one(self) -> None:
+        imap = self._imap
+        imap._get_response()
+        self._check_bye()
+        tag = self._tag
+        if tag is not None and imap.tagged_commands.get(tag) is not None:
+            # The server ended IDLE on its own; start it again.
+            del imap.tagged_commands[tag]
+            self._tag = None
+
+    def _renew(self) -> None:
+        """End IDLE and start it again; replace the session first if it is due."""
+        imap = self._imap
+        if self._tag is not None:
+            self._end()
+        if imap._deadline.due():
+            self._recover("the session ends soon", polite=True)
+        self._begin()
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run one protocol step; if the session ended, replace it and go on."""
+        imap = self._imap
+        try:
+            step()
+            return
+        except TimeoutError as exc:
+            raise imap._timed_out("IDLE", exc) from exc
+        except imap._death as exc:
+            if isinstance(exc, imap.readonly) or isinstance(exc, Error):
+                raise
+            imap._drop()
+            if not imap._reconnect_enabled:
+                raise imap._lost(f"session ended during IDLE: {exc}") from exc
+            self._recover(f"session ended during IDLE: {exc}")
+        try:
+            self._begin()
+        except TimeoutError as exc:
+            raise imap._timed_out("IDLE", exc) from exc
+        except imap._death as exc:
+            imap._drop()
+            raise imap._lost(f"IDLE failed again after reconnecting: {exc}") from exc
+
+    def _recover(self, why: str, *, polite: bool = False) -> None:
+        imap = self._imap
+        self._tag = None
+        before = imap._box.exists
+        imap._idle_queue = None
+        imap.state = self._saved_state
+        try:
+            imap._replace(why, restore=imap._mailbox, polite=polite)
+        finally:
+            imap._idle_queue = self._queue
+        imap.state = "IDLING"
+        after = imap._box.exists
+        if after is not None and after != before:
+            # Mail that arrived while there was no session: report it as the
+            # server would have.
+            self._queue.append(("EXISTS", str(after).encode("ascii")))
+        with contextlib.suppress(KeyError):
+            del imap.untagged_responses["EXISTS"]

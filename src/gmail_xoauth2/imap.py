@@ -1,0 +1,892 @@
+"""imaplib.IMAP4 that logs in with OAuth 2.0 and outlives Gmail's session ends.
+
+:class:`IMAP4` is an :class:`imaplib.IMAP4`: every stdlib method works as
+documented. On top it authenticates with XOAUTH2 or OAUTHBEARER in one round
+trip (SASL-IR, RFC 4959), answers Gmail's error challenge as Google's XOAUTH2
+page prescribes, and replaces the connection when the session ends (Gmail ends
+an OAuth session when its access token expires): proactively at the next
+command boundary, or after a ``* BYE``/EOF, restoring the selected mailbox and
+repeating the command only when that is safe. This is the only module that
+imports :mod:`imaplib`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import imaplib
+import logging
+import re
+import select
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Literal, NamedTuple, cast
+
+from . import sasl
+from ._backoff import Backoff
+from ._constants import GMAIL_IMAP_HOST, IMAP_SESSION_LIMIT
+from ._imap_idle import Idler
+from ._session import SessionDeadline
+from ._tokens import Clock, TokenSource, as_token_provider
+from .errors import (
+    AuthenticationFailed,
+    ChallengeDecodeError,
+    ConfigurationError,
+    ConnectionLost,
+    Error,
+    InsecureConnection,
+    Timeout,
+    TooManyConnections,
+)
+
+__all__ = ["IMAP4", "IMAPConnectionLost", "Idler"]
+
+_log = logging.getLogger(__name__)
+
+_CRLF = b"\r\n"
+_CHUNK = 65536
+_MAX_LINE = 1_000_000  # imaplib's own limit (RFC 2683 suggests far less)
+_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+_REDACTED = "<redacted>"
+# Gmail: "NO [ALERT] Too many simultaneous connections. (Failure)".
+_TOO_MANY = "too many simultaneous connections"
+
+Response = tuple[str, list[Any]]
+
+_DEATH: tuple[type[BaseException], ...] = (imaplib.IMAP4.abort, OSError)
+"""What a dead connection looks like: imaplib's abort (BYE, EOF) or a socket error."""
+
+
+def _stdlib(name: str) -> Callable[..., Any]:
+    """imaplib.IMAP4's own implementation of a private method we extend."""
+    return cast(Callable[..., Any], vars(imaplib.IMAP4)[name])
+
+
+class IMAPConnectionLost(ConnectionLost, imaplib.IMAP4.abort):
+    """The IMAP connection died and the operation could not be finished.
+
+    It is both :class:`gmail_xoauth2.ConnectionLost` and
+    :class:`imaplib.IMAP4.abort`, so code written for imaplib
+    (``except M.abort:``) keeps working. ``outcome_unknown`` is True when a
+    command that must not run twice (APPEND, COPY, MOVE, EXPUNGE...) had been
+    sent: the server may or may not have carried it out, and it was not sent
+    again. The connection itself has been replaced when possible, so the
+    object stays usable.
+    """
+
+
+# --- which commands may be repeated after a reconnect ------------------------
+
+Depends = Literal["none", "sequence", "uid"]
+
+
+class _Kind(NamedTuple):
+    repeatable: bool
+    depends: Depends
+
+
+# Safe to send again: they read, or setting the same state twice is harmless.
+_REPEATABLE = frozenset(
+    {
+        "CAPABILITY", "CHECK", "ENABLE", "EXAMINE", "GETACL", "GETANNOTATION",
+        "GETQUOTA", "GETQUOTAROOT", "LIST", "LSUB", "MYRIGHTS", "NAMESPACE",
+        "NOOP", "SELECT", "STATUS", "SUBSCRIBE", "UNSELECT", "UNSUBSCRIBE",
+    }
+)  # fmt: skip
+# Their arguments are sequence numbers: repeat only in an unchanged mailbox.
+_SEQUENCE_READS = frozenset({"FETCH", "PARTIAL", "STORE"})
+_SEARCHES = frozenset({"SEARCH", "SORT", "THREAD"})
+_SEQUENCE_ONCE = frozenset({"COPY", "MOVE"})
+# UID variants that read or set flags: repeat while UIDVALIDITY is unchanged.
+_UID_REPEATABLE = frozenset({"FETCH", "SEARCH", "SORT", "STORE", "THREAD"})
+# Commands this class runs itself when a session is (re)established.
+_SESSION_COMMANDS = frozenset({"AUTHENTICATE", "LOGIN", "LOGOUT", "STARTTLS"})
+_SEQUENCE_SET = re.compile(r"[0-9*][0-9*:,]*")
+
+
+def _classify(name: str, args: tuple[Any, ...]) -> _Kind:
+    """How a command may be treated when its connection dies (never twice unless safe).
+
+    Anything not listed (APPEND, EXPUNGE, CREATE, DELETE, RENAME, CLOSE,
+    SETACL, extension commands...) is sent at most once.
+    """
+    if name == "UID":
+        sub = str(args[0]).upper() if args else ""
+        return _Kind(sub in _UID_REPEATABLE, "uid")
+    if name in _SEQUENCE_READS:
+        return _Kind(True, "sequence")
+    if name in _SEQUENCE_ONCE:
+        return _Kind(False, "sequence")
+    if name in _SEARCHES:
+        # SEARCH ALL is valid in any state of the mailbox; SEARCH 1:5 is not.
+        words = " ".join(_text(a) for a in args).replace("(", " ").replace(")", " ")
+        seq = any(_SEQUENCE_SET.fullmatch(w) for w in words.split())
+        return _Kind(True, "sequence" if seq else "none")
+    return _Kind(name in _REPEATABLE, "none")
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return b"" if value is None else str(value).encode("ascii", "replace")
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("ascii", "replace")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class _Mailbox:
+    """What we last knew of the selected mailbox (RFC 3501 section 7.3, 7.1)."""
+
+    uidvalidity: int | None = None
+    exists: int | None = None
+    uidnext: int | None = None
+
+    def differs(self, other: _Mailbox, depends: Depends) -> str | None:
+        """Why ``other`` (after a reconnect) is not the mailbox we knew, or None."""
+        if depends == "none":
+            return None
+        if self.uidvalidity != other.uidvalidity:
+            return f"UIDVALIDITY {self.uidvalidity} -> {other.uidvalidity}"
+        if depends == "uid":
+            return None
+        if self.exists is not None and self.exists != other.exists:
+            return f"EXISTS {self.exists} -> {other.exists}"
+        if None not in (self.uidnext, other.uidnext) and self.uidnext != other.uidnext:
+            return f"UIDNEXT {self.uidnext} -> {other.uidnext}"
+        return None
+
+
+def _default_debug() -> int:
+    """imaplib.Debug, the level imaplib gives every new connection."""
+    return int(vars(imaplib).get("Debug", 0))
+
+
+def _number(data: object) -> int | None:
+    if not isinstance(data, bytes):
+        return None
+    try:
+        return int(data.split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+class IMAP4(imaplib.IMAP4):
+    """An :class:`imaplib.IMAP4` that authenticates with OAuth 2.0 and reconnects.
+
+    The constructor connects (implicit TLS, or STARTTLS when ``starttls`` is
+    True), authenticates and returns an object in the ``AUTH`` state. Commands
+    are imaplib's. When the access token is about to expire, the next command
+    first replaces the session (LOGOUT, new connection, fresh token, same
+    mailbox). When the server ends the session, the connection is replaced and
+    the command is sent again if that is safe: reads, searches, fetches, flag
+    stores, and UID commands while UIDVALIDITY is unchanged. APPEND, COPY,
+    MOVE, EXPUNGE, CREATE, DELETE and RENAME are never sent twice: if the
+    connection died after one was sent, :class:`IMAPConnectionLost` is raised
+    with ``outcome_unknown=True``.
+
+    Args:
+        user: the Gmail address.
+        tokens: a token provider (``token(*, force_refresh=False) -> str``,
+            optionally ``expiry``) or a zero-argument callable returning a token.
+        host: the server.
+        port: the port; 993 is implicit TLS.
+        starttls: connect in plain text and upgrade with STARTTLS; the token
+            is never sent if the server does not offer it.
+        ssl_context: certificates and host names are always verified; pass a
+            context to trust another CA.
+        timeout: socket timeout in seconds for every network operation.
+        mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``.
+        reconnect: False turns every reconnect off: a lost session raises.
+        clock: the clock for the proactive reconnect and IDLE renewal
+            (aware UTC datetimes); tests pass a manual one.
+        backoff: the waits between reconnect attempts.
+
+    Raises:
+        AuthenticationFailed: the token was rejected, also after one refresh.
+        TooManyConnections: Gmail's per-user connection limit is reached.
+        InsecureConnection: no TLS (STARTTLS not offered, bad certificate).
+        ConnectionLost: the server could not be reached.
+        Timeout: the server did not answer in time.
+    """
+
+    def __init__(
+        self,
+        user: str,
+        tokens: TokenSource,
+        host: str = GMAIL_IMAP_HOST,
+        port: int = 993,
+        *,
+        starttls: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float | None = 60.0,
+        mechanism: str = "XOAUTH2",
+        reconnect: bool = True,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        mech = mechanism.upper()
+        if mech not in _MECHANISMS:
+            raise ConfigurationError(
+                f"mechanism must be one of {', '.join(_MECHANISMS)}, not {mechanism!r}"
+            )
+        if not user:
+            raise ConfigurationError("user must be the Gmail address to log in as")
+        self._user = user
+        self._tokens = as_token_provider(tokens)
+        self._server = (host, port)
+        self._use_starttls = starttls
+        self._ssl_context = ssl_context or ssl.create_default_context()
+        self._timeout = timeout
+        self._mechanism = mech
+        self._reconnect_enabled = reconnect
+        self._deadline = SessionDeadline(clock=clock, session_limit=IMAP_SESSION_LIMIT)
+        self._backoff = backoff or Backoff()
+        self._secrets: list[str] = []
+        self._rbuf = bytearray()
+        self._sends = 0
+        self._raw_depth = 0
+        self._dead = True
+        self._debug_level = _default_debug()
+        self._mailbox: tuple[str, bool] | None = None  # (name, readonly)
+        self._box = _Mailbox()
+        self._selecting = False
+        self._enabled: list[str] = []
+        self._idle_queue: list[tuple[str, Any]] | None = None
+        self._death = _DEATH
+        self.reconnects = 0
+        """How many times the connection was replaced (for monitoring)."""
+        try:
+            self._open_session()
+        except Error:
+            raise
+        except _DEATH as exc:
+            raise _lost(f"could not connect to {host}:{port}: {exc}") from exc
+
+    # --- public surface -----------------------------------------------------
+
+    @property
+    def user(self) -> str:
+        """The address this connection logs in as."""
+        return self._user
+
+    @property
+    def mechanism(self) -> str:
+        """The SASL mechanism in use."""
+        return self._mechanism
+
+    def __repr__(self) -> str:
+        host, port = self._server
+        return (
+            f"<gmail_xoauth2.IMAP4 {self._user} at {host}:{port} "
+            f"{self._mechanism} state={getattr(self, 'state', '?')}>"
+        )
+
+    def select(self, mailbox: str = "INBOX", readonly: bool = False) -> Any:
+        """imaplib's SELECT/EXAMINE; the mailbox is re-selected after a reconnect."""
+        self._box = _Mailbox()
+        self._selecting = True
+        try:
+            typ, data = super().select(mailbox, readonly)
+        except imaplib.IMAP4.readonly:
+            self._mailbox = (mailbox, readonly)
+            raise
+        finally:
+            self._selecting = False
+        self._mailbox = (mailbox, readonly) if typ == "OK" else None
+        return typ, data
+
+    def logout(self) -> Any:
+        """imaplib's LOGOUT; a session the server already ended is just closed."""
+        self._mailbox = None
+        if self._dead:
+            self.state = "LOGOUT"
+            return "BYE", [b"connection already closed"]
+        try:
+            with self._raw():
+                return super().logout()
+        except _DEATH as exc:
+            self.state = "LOGOUT"
+            return "BYE", [str(exc).encode("ascii", "replace")]
+        finally:
+            self._drop()
+
+    def idle(self, duration: float | None = None) -> Idler:
+        """IMAP IDLE (RFC 2177) with Python 3.14's interface, on every Python.
+
+        Returns an iterable context manager: entering sends ``IDLE``, iterating
+        yields untagged responses as ``(type, datum)`` (``('EXISTS', b'3')``),
+        and leaving sends ``DONE``. ``duration`` (seconds, None for no limit)
+        ends the iteration; ``burst(interval=0.1)`` yields a batch of responses
+        that arrive close together. IDLE is renewed every 27 minutes (RFC 2177
+        asks for less than 29), and a session the server ends is replaced and
+        IDLE resumed; an ``EXISTS`` is yielded when the mailbox grew meanwhile.
+        """
+        return Idler(self, duration)
+
+    # --- imaplib overrides: transport ---------------------------------------
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock: socket.socket = _stdlib("_create_socket")(self, timeout)
+        if self._use_starttls:
+            return sock
+        try:
+            return self._ssl_context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+    def open(
+        self, host: str = "", port: int = 993, timeout: float | None = None
+    ) -> None:
+        """Connect (no makefile: reads go through our own buffer)."""
+        # imaplib.IMAP4.__init__ resets ``debug`` before calling open();
+        # keep the level the caller chose for this object.
+        self.debug = self._debug_level
+        self.host = host
+        self.port = port
+        self._rbuf = bytearray()
+        self.sock = self._create_socket(timeout)
+
+    def read(self, size: int) -> bytes:
+        buf = self._rbuf
+        while len(buf) < size:
+            chunk = self.sock.recv(max(_CHUNK, size - len(buf)))
+            if not chunk:
+                break
+            buf += chunk
+        data = bytes(buf[:size])
+        del buf[:size]
+        return data
+
+    def readline(self) -> bytes:
+        buf = self._rbuf
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end >= 0:
+                end += 1
+                break
+            if len(buf) > _MAX_LINE:
+                raise self.error(f"got more than {_MAX_LINE} bytes")
+            start = len(buf)
+            chunk = self.sock.recv(_CHUNK)
+            if not chunk:
+                end = len(buf)
+                break
+            buf += chunk
+        line = bytes(buf[:end])
+        del buf[:end]
+        return line
+
+    def send(self, data: Any) -> None:
+        super().send(data)
+        # Counted once the bytes are out: a command whose first write failed
+        # never reached the server and may be sent again.
+        self._sends += 1
+
+    def shutdown(self) -> None:
+        sock = getattr(self, "sock", None)
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the peer may have closed already
+        finally:
+            sock.close()
+
+    # --- imaplib overrides: protocol ----------------------------------------
+
+    def _get_capabilities(self) -> None:
+        # imaplib always sends CAPABILITY after the greeting; a greeting with
+        # [CAPABILITY ...] (RFC 3501 section 7.1) already answered it.
+        caps = self.untagged_responses.pop("CAPABILITY", None)
+        if caps and isinstance(caps[-1], bytes):
+            self.capabilities = tuple(caps[-1].decode(self._encoding).upper().split())
+            return
+        _stdlib("_get_capabilities")(self)
+
+    def _append_untagged(self, typ: str, dat: Any) -> None:
+        self._track(typ, dat)
+        if self._idle_queue is not None:
+            self._idle_queue.append((typ, dat))
+            return
+        _stdlib("_append_untagged")(self, typ, dat)
+
+    def _keep_untagged(self, typ: str, dat: Any) -> None:
+        """Store a response as imaplib would, without tracking it again."""
+        _stdlib("_append_untagged")(self, typ, dat)
+
+    def _track(self, typ: str, dat: Any) -> None:
+        box = self._box
+        if typ == "EXISTS":
+            # Mail arrived (or left): the UIDNEXT we knew is stale now.
+            uidnext = box.uidnext if self._selecting else None
+            self._box = replace(box, exists=_number(dat), uidnext=uidnext)
+        elif typ == "EXPUNGE" and box.exists is not None:
+            self._box = replace(box, exists=box.exists - 1)
+        elif typ == "UIDVALIDITY":
+            self._box = replace(box, uidvalidity=_number(dat))
+        elif typ == "UIDNEXT":
+            self._box = replace(box, uidnext=_number(dat))
+
+    if __debug__:
+
+        def _mesg(self, s: str, secs: float | None = None) -> None:
+            _stdlib("_mesg")(self, self._scrub(s), secs)
+
+        def _log(self, line: str) -> None:
+            _stdlib("_log")(self, self._scrub(line))
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _REDACTED)
+        return text
+
+    def _trace_out(self, data: bytes) -> None:
+        """Record a line we send ourselves, as imaplib's _command would."""
+        if __debug__:
+            if self.debug >= 4:
+                self._mesg(f"> {data!r}")
+            else:
+                self._log(f"> {data!r}")
+
+    def _simple_command(self, name: str, *args: Any) -> Response:
+        if self._raw_depth or name in _SESSION_COMMANDS:
+            return cast(Response, _stdlib("_simple_command")(self, name, *args))
+        literal, self.literal = self.literal, None
+        kind = _classify(name, args)
+        readonly = self.is_readonly
+        known = self._box
+        # SELECT replaces the mailbox; CLOSE/UNSELECT leave it: no restore.
+        restore = self._mailbox
+        if name in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT"):
+            restore = None
+        self._before_command(name, kind, known, restore)
+        self.is_readonly = readonly
+        sends = self._sends
+        try:
+            self.literal = literal
+            return self._run(name, args)
+        except TimeoutError as exc:
+            raise self._timed_out(name, exc) from exc
+        except _DEATH as exc:
+            if isinstance(exc, imaplib.IMAP4.readonly):
+                raise
+            sent = self._sends > sends
+            self._drop()
+            once = sent and not kind.repeatable
+            if not self._reconnect_enabled:
+                raise _lost(
+                    f"connection lost during {name}: {exc}", unknown=once
+                ) from exc
+            if once:
+                self._replace_after_unknown(name, exc, restore)
+                raise _lost(
+                    f"connection lost after {name} was sent ({exc}); the server may "
+                    "or may not have carried it out, so it was not sent again: "
+                    "check the mailbox before repeating it",
+                    unknown=True,
+                ) from exc
+            self._replace(f"{name} failed: {exc}", restore=restore)
+            self._check_unchanged(name, kind, known)
+        self.is_readonly = readonly
+        sends = self._sends
+        try:
+            self.literal = literal
+            return self._run(name, args)
+        except TimeoutError as exc:
+            raise self._timed_out(name, exc) from exc
+        except _DEATH as exc:
+            if isinstance(exc, imaplib.IMAP4.readonly):
+                raise
+            self._drop()
+            raise _lost(
+                f"connection lost again while retrying {name}: {exc}",
+                unknown=self._sends > sends and not kind.repeatable,
+            ) from exc
+        finally:
+            self.literal = None
+
+    def _run(self, name: str, args: tuple[Any, ...]) -> Response:
+        try:
+            result = cast(Response, _stdlib("_simple_command")(self, name, *args))
+        finally:
+            self.literal = None
+        if name in ("CLOSE", "UNSELECT"):
+            self._mailbox = None
+        elif name == "ENABLE" and result[0] == "OK" and args:
+            self._enabled.append(_text(args[0]))
+        return result
+
+    # --- session lifecycle --------------------------------------------------
+
+    @staticmethod
+    def _lost(message: str, *, unknown: bool = False) -> IMAPConnectionLost:
+        return _lost(message, unknown=unknown)
+
+    def _prepare_idle(self) -> None:
+        """The command-boundary checks, before IDLE starts."""
+        self._before_command("IDLE", _Kind(True, "none"), self._box, self._mailbox)
+
+    @contextlib.contextmanager
+    def _raw(self) -> Iterator[None]:
+        """Run stdlib commands without the reconnect logic (we are managing it)."""
+        self._raw_depth += 1
+        try:
+            yield
+        finally:
+            self._raw_depth -= 1
+
+    def _drop(self) -> None:
+        """Close the socket; the next command will reconnect."""
+        self._dead = True
+        with contextlib.suppress(OSError):
+            self.shutdown()
+
+    def _timed_out(self, name: str, exc: BaseException) -> Timeout:
+        self._drop()
+        host, port = self._server
+        return Timeout(
+            f"{host}:{port} did not answer {name} within {self._timeout}s; the "
+            "connection was closed (the next command reconnects)"
+        )
+
+    def _before_command(
+        self,
+        name: str,
+        kind: _Kind,
+        known: _Mailbox,
+        restore: tuple[str, bool] | None,
+    ) -> None:
+        """Replace the session first if it is dead, ending, or ended by the server."""
+        polite = False
+        if self._dead:
+            why = "the previous connection was lost"
+        elif self._deadline.due():
+            why = f"the session ends soon (deadline {self._deadline.deadline})"
+            polite = True
+        else:
+            hung_up = self._server_hung_up()
+            if hung_up is None:
+                return
+            why = f"the server ended the session ({hung_up})"
+        if not self._reconnect_enabled:
+            self._drop()
+            raise _lost(f"cannot send {name}: {why} and reconnect is off")
+        self._replace(why, restore=restore, polite=polite)
+        self._check_unchanged(name, kind, known)
+
+    def _check_unchanged(self, name: str, kind: _Kind, known: _Mailbox) -> None:
+        if self._mailbox is None:
+            return
+        changed = known.differs(self._box, kind.depends)
+        if changed is not None:
+            raise _lost(
+                f"reconnected, but mailbox {self._mailbox[0]} changed meanwhile "
+                f"({changed}); {name} was not sent because its message numbers may "
+                "now point at other messages: search again"
+            )
+
+    def _server_hung_up(self) -> str | None:
+        """Why the session is over, if the server already said so. Never blocks.
+
+        Reads whatever is already waiting on the socket into our buffer (an
+        SSLSocket may also hold decrypted bytes, which recv returns first):
+        EOF or a ``* BYE`` line means the next command would go nowhere.
+        """
+        sock = self.sock
+        eof = False
+        try:
+            sock.setblocking(False)
+            try:
+                while True:
+                    chunk = sock.recv(_CHUNK)
+                    if not chunk:
+                        eof = True
+                        break
+                    self._rbuf += chunk
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+            finally:
+                sock.settimeout(self._timeout)
+        except OSError as exc:
+            return f"connection error: {exc}"
+        for line in bytes(self._rbuf).split(_CRLF):
+            if line.startswith(b"* BYE"):
+                return line[2:].decode("utf-8", "replace")
+        return "the server closed the connection" if eof else None
+
+    def _wait_readable(self, timeout: float | None) -> bool:
+        """True once a response line can be read (used by IDLE)."""
+        if b"\n" in self._rbuf:
+            return True
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        ready, _, _ = select.select(
+            [sock], [], [], None if timeout is None else max(0, timeout)
+        )
+        return bool(ready)
+
+    def _replace_after_unknown(
+        self, name: str, exc: BaseException, restore: tuple[str, bool] | None
+    ) -> None:
+        """Reconnect so the object stays usable; the caller raises outcome-unknown."""
+        try:
+            self._replace(f"{name} was cut off: {exc}", restore=restore)
+        except Error as again:
+            _log.info("could not reconnect after %s was cut off: %s", name, again)
+
+    def _replace(
+        self,
+        why: str,
+        *,
+        restore: tuple[str, bool] | None,
+        polite: bool = False,
+    ) -> None:
+        """Replace the connection: new socket, fresh token, same mailbox."""
+        host, port = self._server
+        _log.info("reconnecting %s to %s:%s: %s", self._user, host, port, why)
+        state = self.state
+        if polite and not self._dead:
+            with self._raw(), contextlib.suppress(*_DEATH):
+                _stdlib("_simple_command")(self, "LOGOUT")
+        self._drop()
+        delays = self._backoff.delays()
+        try:
+            while True:
+                try:
+                    self._open_session()
+                    break
+                except _DEATH as exc:
+                    self._drop()
+                    if next(delays, None) is None:
+                        attempts = self._backoff.attempts + 1
+                        raise _lost(
+                            f"could not reconnect to {host}:{port} after "
+                            f"{attempts} attempts: {exc}"
+                        ) from exc
+                    _log.info(
+                        "reconnect to %s:%s failed (%s); retrying", host, port, exc
+                    )
+            self.reconnects += 1
+            self._restore(restore)
+        except BaseException:
+            # Keep the logical state so the next command tries again.
+            self.state = state
+            raise
+
+    def _restore(self, mailbox: tuple[str, bool] | None) -> None:
+        with self._raw():
+            for capability in self._enabled:
+                self.enable(capability)
+            if mailbox is None:
+                return
+            name, readonly = mailbox
+            try:
+                typ, data = self.select(name, readonly)
+            except imaplib.IMAP4.readonly:
+                return
+            if typ != "OK":
+                self._mailbox = None
+                raise _lost(
+                    f"reconnected, but could not select {name} again: {data[-1]!r}"
+                )
+
+    def _open_session(self) -> None:
+        """Connect, secure, authenticate; on any failure the socket is closed."""
+        host, port = self._server
+        self._debug_level = getattr(self, "debug", _default_debug())
+        try:
+            with self._raw():
+                imaplib.IMAP4.__init__(self, host, port, self._timeout)
+                if self._use_starttls:
+                    self._negotiate_tls()
+                self._tls_established = True
+                self._login()
+        except ssl.SSLCertVerificationError as exc:
+            self._drop()
+            raise InsecureConnection(
+                f"the TLS certificate of {host}:{port} could not be verified "
+                f"({exc.verify_message}); no token was sent"
+            ) from exc
+        except TimeoutError as exc:
+            self._drop()
+            raise Timeout(
+                f"{host}:{port} did not answer within {self._timeout}s"
+            ) from exc
+        except BaseException:
+            self._drop()
+            raise
+        self._dead = False
+        self._deadline.start(self._tokens)
+        _log.debug("IMAP session for %s on %s:%s ready", self._user, host, port)
+
+    def _negotiate_tls(self) -> None:
+        host, port = self._server
+        if "STARTTLS" not in self.capabilities:
+            raise InsecureConnection(
+                f"{host}:{port} does not offer STARTTLS, so the connection cannot be "
+                "encrypted; refusing to send the token in clear (no token was sent). "
+                "Use implicit TLS (port 993) or a server that offers STARTTLS"
+            )
+        typ, data = _stdlib("_simple_command")(self, "STARTTLS")
+        if typ != "OK":
+            raise InsecureConnection(
+                f"{host}:{port} refused STARTTLS ({data[-1]!r}); no token was sent"
+            )
+        _log.debug("STARTTLS accepted; handshaking with %s", host)
+        self.sock = self._ssl_context.wrap_socket(self.sock, server_hostname=host)
+        # Forget everything learned in clear (RFC 3501 section 6.2.1): bytes a
+        # man in the middle may have injected, responses, capabilities.
+        self._rbuf = bytearray()
+        self.untagged_responses = {}
+        self.capabilities = ()
+        self._get_capabilities()
+
+    # --- authentication -----------------------------------------------------
+
+    def _login(self) -> None:
+        """Authenticate; on a rejection refresh the token once and try again."""
+        token = self._tokens.token()
+        try:
+            self._authenticate(token)
+            return
+        except TooManyConnections:
+            raise
+        except AuthenticationFailed as exc:
+            first = exc
+        fresh = self._tokens.token(force_refresh=True)
+        if fresh == token:
+            raise first
+        _log.info(
+            "token for %s rejected (status %s); retrying with a refreshed token",
+            self._user,
+            first.status,
+        )
+        if self._server_hung_up() is not None:
+            self._drop()
+            host, port = self._server
+            imaplib.IMAP4.__init__(self, host, port, self._timeout)
+            if self._use_starttls:
+                self._negotiate_tls()
+        self._authenticate(fresh)
+
+    def _initial_response(self, token: str) -> bytes:
+        if self._mechanism == "XOAUTH2":
+            raw = sasl.xoauth2_response(self._user, token)
+        else:
+            raw = sasl.oauthbearer_response(
+                self._user, token, host=self._server[0], port=self._server[1]
+            )
+        encoded = base64.b64encode(raw)
+        # Never let imaplib's debug output or print_log() show these.
+        self._secrets = [encoded.decode("ascii"), token, *self._secrets][:6]
+        return encoded
+
+    def _authenticate(self, token: str) -> None:
+        """AUTHENTICATE by hand: imaplib has no SASL-IR and re-sends the token.
+
+        With SASL-IR (RFC 4959) the initial response rides on the command line:
+        one round trip. Gmail answers a bad token with a ``+ <base64 JSON>``
+        challenge, to which the client must send an empty line (XOAUTH2) or
+        ``^A`` (OAUTHBEARER, RFC 7628 section 3.2.3); then comes the ``NO``.
+        """
+        mech = self._mechanism
+        initial = self._initial_response(token)
+        tag = self._new_tag()
+        head = tag + b" AUTHENTICATE " + mech.encode("ascii")
+        pending = "SASL-IR" not in self.capabilities
+        if pending:
+            self._trace_out(head)
+            self.send(head + _CRLF)
+        else:
+            self._trace_out(head + b" " + _REDACTED.encode())
+            self.send(head + b" " + initial + _CRLF)
+        _log.debug(
+            "AUTHENTICATE %s sent (initial response %s)",
+            mech,
+            "awaits a continuation" if pending else "on the command line",
+        )
+        challenge: bytes | None = None
+        while self.tagged_commands.get(tag) is None:
+            self._check_too_many(self.untagged_responses.get("BYE"))
+            self._check_bye()
+            if self._get_response() is not None:
+                continue
+            if pending:
+                self._trace_out(_REDACTED.encode())
+                self.send(initial + _CRLF)
+                pending = False
+            elif challenge is None:
+                challenge = _as_bytes(self.continuation_response)
+                answer = (
+                    b""
+                    if mech == "XOAUTH2"
+                    else base64.b64encode(sasl.OAUTHBEARER_ABORT)
+                )
+                _log.debug("error challenge received; answering it to end the exchange")
+                self._trace_out(answer)
+                self.send(answer + _CRLF)
+            else:
+                self._trace_out(b"*")
+                self.send(b"*" + _CRLF)  # RFC 3501 section 6.2.2: cancel
+        typ, data = cast(Response, self.tagged_commands.pop(tag))
+        text = _text(data[-1]) if data else ""
+        if typ == "OK":
+            self.state = "AUTH"
+            self._get_capabilities_if_sent()
+            _log.debug("authenticated as %s with %s", self._user, mech)
+            return
+        self._check_too_many([text])
+        status = scope = None
+        if challenge:
+            try:
+                decoded = sasl.decode_error_challenge(challenge)
+                status, scope = decoded.status, decoded.scope
+            except ChallengeDecodeError:
+                _log.debug("the server's error challenge could not be decoded")
+        host, port = self._server
+        hint = ""
+        if scope and scope != sasl.MAIL_SCOPE:
+            hint = f"; the server wants scope {scope}"
+        elif status is not None:
+            hint = (
+                f"; the token is expired, revoked, or lacks the {sasl.MAIL_SCOPE} scope"
+            )
+        raise AuthenticationFailed(
+            f"{host}:{port} rejected {mech} for {self._user}: {text} "
+            f"(status {status}){hint}",
+            protocol="imap",
+            mechanism=mech,
+            status=status,
+            scope=scope,
+            server_text=text,
+        )
+
+    def _get_capabilities_if_sent(self) -> None:
+        caps = self.untagged_responses.pop("CAPABILITY", None)
+        if caps and isinstance(caps[-1], bytes):
+            self.capabilities = tuple(caps[-1].decode(self._encoding).upper().split())
+
+    def _check_too_many(self, texts: list[Any] | None) -> None:
+        for item in texts or ():
+            text = _text(item)
+            if _TOO_MANY in text.lower():
+                raise TooManyConnections(
+                    f"Gmail refused the login for {self._user}: {text.strip()}. Gmail "
+                    "allows about 15 simultaneous IMAP connections per account, "
+                    "shared by every client (phones and other mail programs count "
+                    "too); close some and try again"
+                )
+
+
+def _lost(message: str, *, unknown: bool = False) -> IMAPConnectionLost:
+    return IMAPConnectionLost(message, outcome_unknown=unknown)
