@@ -627,7 +627,7 @@ class POP3(poplib.POP3):
             poplib.error_proto: the server answered QUIT with ``-ERR``.
         """
         pending = bool(self._pending)
-        if not self._connected or (not pending and self._peer_closed()):
+        if self._peer_closed():
             self._abandon()
             if pending:
                 raise self._lost_deletions("the connection was closed before QUIT")

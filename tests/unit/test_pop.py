@@ -1,0 +1,481 @@
+"""gmail_xoauth2.POP3 against the fake Gmail: login, session ends, safe deletions."""
+
+from __future__ import annotations
+
+import logging
+import poplib
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+
+from gmail_xoauth2 import (
+    MAIL_SCOPE,
+    POP3,
+    AuthenticationFailed,
+    ConnectionLost,
+    InsecureConnection,
+    StaticTokenProvider,
+    TooManyConnections,
+    oauthbearer_string,
+    xoauth2_string,
+)
+from gmail_xoauth2._backoff import Backoff
+from gmail_xoauth2.testing.clock import ManualClock
+from gmail_xoauth2.testing.gmail import FakeGmail
+
+ALICE = "alice@example.com"
+# Gmail's error challenge: {"status":"400","schemes":"Bearer","scope":MAIL_SCOPE}.
+CHALLENGE = (
+    b"eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21h"
+    b"aWwuZ29vZ2xlLmNvbS8ifQ=="
+)
+MESSAGES = [
+    b"Subject: one\r\n\r\nfirst\r\n",
+    b"Subject: two\r\n\r\nsecond\r\n",
+    b"Subject: three\r\n\r\nthird\r\n",
+]
+
+
+class MintingProvider:
+    """Mints a fresh token from the fake Google; records every call."""
+
+    def __init__(self, gmail: FakeGmail, user: str, first: str | None = None) -> None:
+        self.gmail = gmail
+        self.user = user
+        self.calls: list[bool] = []
+        self.issued: list[str] = []
+        self._token = first
+        self._expiry: datetime | None = gmail.clock() + timedelta(hours=1)
+
+    @property
+    def expiry(self) -> datetime | None:
+        return self._expiry
+
+    def token(self, *, force_refresh: bool = False) -> str:
+        self.calls.append(force_refresh)
+        now = self.gmail.clock()
+        stale = self._expiry is None or now >= self._expiry - timedelta(minutes=5)
+        if self._token is None or force_refresh or stale:
+            self._token = self.gmail.mint_token(self.user)
+            self._expiry = now + timedelta(seconds=3599)
+        self.issued.append(self._token)
+        return self._token
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def gmail(clock: ManualClock) -> Iterator[FakeGmail]:
+    with FakeGmail(clock=clock) as fake:
+        for raw in MESSAGES:
+            fake.deliver(ALICE, raw)
+        yield fake
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+def connect(
+    gmail: FakeGmail,
+    tokens: object = None,
+    *,
+    sleeps: list[float] | None = None,
+    **kwargs: object,
+) -> POP3:
+    provider = tokens if tokens is not None else MintingProvider(gmail, ALICE)
+    backoff = Backoff(attempts=2, sleep=(sleeps if sleeps is not None else []).append)
+    return POP3(
+        ALICE,
+        provider,  # type: ignore[arg-type]
+        gmail.host,
+        gmail.pop_port,
+        ssl_context=gmail.ssl_context(),
+        clock=gmail.clock,
+        backoff=backoff,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def client_lines(gmail: FakeGmail, conn_id: int | None = None) -> list[bytes]:
+    return [
+        line.data for line in gmail.transcript("pop", conn_id) if line.direction == "C"
+    ]
+
+
+def wire(gmail: FakeGmail, conn_id: int) -> list[tuple[str, bytes]]:
+    return [(line.direction, line.data) for line in gmail.transcript("pop", conn_id)]
+
+
+# -- login ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
+def test_login_is_one_line_and_one_round_trip(gmail: FakeGmail, mechanism: str) -> None:
+    provider = MintingProvider(gmail, ALICE)
+    with connect(gmail, provider, mechanism=mechanism) as pop:
+        assert isinstance(pop, poplib.POP3)
+        assert pop.getwelcome().startswith(b"+OK Gpop ready")
+        token = provider.issued[0]
+        if mechanism == "XOAUTH2":
+            initial = xoauth2_string(ALICE, token)
+        else:
+            initial = oauthbearer_string(
+                ALICE, token, host=gmail.host, port=gmail.pop_port
+            )
+        assert wire(gmail, 1)[1:] == [
+            ("C", f"AUTH {mechanism} {initial}".encode()),
+            ("S", b"+OK Welcome."),
+        ]
+        assert pop.stat() == (3, sum(len(m) for m in MESSAGES))
+    assert client_lines(gmail)[-1] == b"QUIT"
+
+
+def test_stdlib_methods_keep_working(gmail: FakeGmail) -> None:
+    with connect(gmail) as pop:
+        assert pop.list()[1] == [
+            f"{n} {len(m)}".encode() for n, m in enumerate(MESSAGES, 1)
+        ]
+        assert pop.retr(2)[1] == [b"Subject: two", b"", b"second"]
+        assert pop.top(1, 0)[1] == [b"Subject: one", b""]
+        assert pop.uidl(1).startswith(b"+OK 1 GmailId")
+        assert pop.noop() == b"+OK"
+        assert "SASL" in pop.capa()
+        with pytest.raises(poplib.error_proto, match="no such message"):
+            pop.retr(9)
+        with pytest.raises(poplib.error_proto, match="already established"):
+            pop.stls()
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "answer"), [("XOAUTH2", b""), ("OAUTHBEARER", b"AQ==")]
+)
+def test_bad_token_challenge_is_answered_not_taken_for_ok(
+    gmail: FakeGmail, mechanism: str, answer: bytes
+) -> None:
+    provider = StaticTokenProvider("ya29.not-a-real-token")
+    with pytest.raises(AuthenticationFailed) as info:
+        connect(gmail, provider, mechanism=mechanism)
+    error = info.value
+    assert (error.protocol, error.mechanism) == ("pop", mechanism)
+    assert error.status == "400"
+    assert error.scope == MAIL_SCOPE
+    assert error.server_text == "-ERR [AUTH] Invalid credentials."
+    # The "+ <challenge>" was answered, then the -ERR read; after one forced
+    # refresh (a static token cannot change) the second try, on the same
+    # connection, was refused too.
+    if mechanism == "XOAUTH2":
+        initial = xoauth2_string(ALICE, "ya29.not-a-real-token")
+    else:
+        initial = oauthbearer_string(
+            ALICE, "ya29.not-a-real-token", host=gmail.host, port=gmail.pop_port
+        )
+    attempt = [
+        ("C", f"AUTH {mechanism} {initial}".encode()),
+        ("S", b"+ " + CHALLENGE),
+        ("C", answer),
+        ("S", b"-ERR [AUTH] Invalid credentials."),
+    ]
+    assert wire(gmail, 1)[1:] == attempt * 2
+    assert gmail.connection_count("pop") == 1
+    assert "ya29" not in str(error)
+
+
+def test_rejected_token_is_refreshed_once_and_recovers(gmail: FakeGmail) -> None:
+    stale = gmail.mint_token(ALICE)
+    gmail.google.revoke(stale)
+    provider = MintingProvider(gmail, ALICE, first=stale)
+    with connect(gmail, provider) as pop:
+        assert pop.stat()[0] == 3
+    assert provider.calls == [False, True]
+    assert provider.issued[1] != stale
+    auth_lines = [line for line in client_lines(gmail, 1) if line.startswith(b"AUTH")]
+    assert auth_lines == [
+        b"AUTH XOAUTH2 " + xoauth2_string(ALICE, stale).encode(),
+        b"AUTH XOAUTH2 " + xoauth2_string(ALICE, provider.issued[1]).encode(),
+    ]
+
+
+def test_garbage_challenge_does_not_crash(gmail: FakeGmail) -> None:
+    gmail.fail_next("pop", "AUTH", "reply", line="+ not base64 at all!")
+    provider = MintingProvider(gmail, ALICE)
+    with connect(gmail, provider) as pop:
+        assert pop.stat()[0] == 3
+    # The odd challenge was answered with an empty line, then a fresh token
+    # was used for the one retry.
+    assert client_lines(gmail, 1)[1] == b""
+    assert provider.calls == [False, True]
+
+
+def test_one_line_syntax_refusal_falls_back_to_two_lines(gmail: FakeGmail) -> None:
+    gmail.fail_next("pop", "AUTH", "reply", line="-ERR bad command")
+    provider = MintingProvider(gmail, ALICE)
+    with connect(gmail, provider) as pop:
+        initial = xoauth2_string(ALICE, provider.issued[0]).encode()
+        assert wire(gmail, 1)[1:6] == [
+            ("C", b"AUTH XOAUTH2 " + initial),
+            ("S", b"-ERR bad command"),
+            ("C", b"AUTH XOAUTH2"),
+            ("S", b"+ "),
+            ("C", initial),
+        ]
+        assert pop.stat()[0] == 3
+    assert provider.calls == [False]
+
+
+def test_too_many_connections_is_not_retried(gmail: FakeGmail) -> None:
+    gmail.fail_next(
+        "pop",
+        "AUTH",
+        "reply",
+        line="-ERR [SYS/TEMP] Too many simultaneous connections.",
+    )
+    provider = MintingProvider(gmail, ALICE)
+    with pytest.raises(TooManyConnections, match="15"):
+        connect(gmail, provider)
+    assert provider.calls == [False]
+    assert gmail.connection_count("pop") == 1
+
+
+def test_starttls_stripping_is_refused_before_any_token() -> None:
+    received: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn, conn.makefile("rwb") as stream:
+                stream.write(b"+OK plain POP ready\r\n")
+                stream.flush()
+                for line in stream:
+                    received.append(line.rstrip(b"\r\n"))
+                    if line.upper().startswith(b"CAPA"):
+                        stream.write(b"+OK\r\nUSER\r\nSASL XOAUTH2\r\n.\r\n")
+                    else:
+                        stream.write(b"-ERR no\r\n")
+                    stream.flush()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        tokens: list[bool] = []
+        with pytest.raises(InsecureConnection, match="STLS"):
+            POP3(
+                ALICE,
+                lambda: tokens.append(True) or "ya29.secret",
+                "127.0.0.1",
+                port,
+                starttls=True,
+            )
+        thread.join()
+    assert received == [b"CAPA"]
+    assert tokens == []
+
+
+# -- sessions end -----------------------------------------------------------------
+
+
+def test_reads_survive_a_session_ended_by_the_server(
+    gmail: FakeGmail, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gmail_xoauth2.pop")
+    with connect(gmail) as pop:
+        assert pop.stat()[0] == 3
+        assert gmail.end_sessions(ALICE, "pop") == 1
+        assert pop.retr(1)[1][-1] == b"first"
+        assert gmail.connection_count("pop") == 2
+    assert "server closed the connection" in caplog.text
+
+
+@pytest.mark.parametrize("action", ["drop_before", "drop_after"])
+def test_a_read_is_repeated_once_after_a_drop(gmail: FakeGmail, action: str) -> None:
+    with connect(gmail) as pop:
+        gmail.fail_next("pop", "RETR", action)  # type: ignore[arg-type]
+        assert pop.retr(3)[1] == [b"Subject: three", b"", b"third"]
+        assert client_lines(gmail, 2)[1:] == [b"RETR 3"]
+    assert gmail.connection_count("pop") == 2
+
+
+def test_a_read_dropped_twice_raises(gmail: FakeGmail) -> None:
+    with connect(gmail) as pop:
+        gmail.fail_next("pop", "STAT", "drop_before", count=2)
+        with pytest.raises(ConnectionLost, match="again"):
+            pop.stat()
+        assert pop.stat()[0] == 3
+
+
+def test_proactive_reconnect_before_the_token_expires(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    with connect(gmail) as pop:
+        pop.stat()
+        clock.advance(timedelta(seconds=3599 - 30))  # within the 60 s margin
+        assert pop.stat()[0] == 3
+        # The old session was ended politely before the new one started.
+        assert client_lines(gmail, 1)[-1] == b"QUIT"
+        assert client_lines(gmail, 2)[1:] == [b"STAT"]
+
+
+def test_three_hours_of_one_hour_tokens(gmail: FakeGmail, clock: ManualClock) -> None:
+    provider = MintingProvider(gmail, ALICE)
+    with connect(gmail, provider) as pop:
+        for _ in range(18):
+            assert pop.stat()[0] == 3
+            assert pop.retr(2)[1][-1] == b"second"
+            clock.advance(timedelta(minutes=10))
+    assert gmail.connection_count("pop") >= 3
+    assert True not in provider.calls
+
+
+def test_unavailable_server_backs_off_then_gives_up(
+    gmail: FakeGmail, sleeps: list[float]
+) -> None:
+    with connect(gmail, sleeps=sleeps) as pop:
+        gmail.end_sessions(ALICE, "pop")
+        gmail.fail_next("pop", "GREETING", "drop_before", count=3)
+        with pytest.raises(ConnectionLost, match="after 3 attempts"):
+            pop.stat()
+        assert len(sleeps) == 2
+        # The server is back: the next call reconnects.
+        assert pop.stat()[0] == 3
+
+
+def test_unavailable_server_recovers_within_the_backoff(
+    gmail: FakeGmail, sleeps: list[float]
+) -> None:
+    with connect(gmail, sleeps=sleeps) as pop:
+        gmail.end_sessions(ALICE, "pop")
+        gmail.fail_next("pop", "GREETING", "drop_before", count=2)
+        assert pop.stat()[0] == 3
+    assert len(sleeps) == 2
+
+
+def test_no_reconnect_when_disabled(gmail: FakeGmail) -> None:
+    pop = connect(gmail, reconnect=False)
+    try:
+        gmail.end_sessions(ALICE, "pop")
+        with pytest.raises(ConnectionLost, match="reconnect=False"):
+            pop.stat()
+    finally:
+        pop.close()
+    assert gmail.connection_count("pop") == 1
+
+
+def test_a_changed_mailbox_stops_a_numbered_retry(gmail: FakeGmail) -> None:
+    with connect(gmail) as pop:
+        pop.uidl()
+        first_uid = gmail.backend.store.status(ALICE, "INBOX").messages[0].uid
+        gmail.backend.store.remove(ALICE, "INBOX", [first_uid])
+        gmail.fail_next("pop", "RETR", "drop_before")
+        with pytest.raises(ConnectionLost, match="message 2 may now be another"):
+            pop.retr(2)
+        assert client_lines(gmail, 2)[1:] == [b"UIDL 2"]
+
+
+# -- deletions ----------------------------------------------------------------------
+
+
+def test_quit_commits_deletions(gmail: FakeGmail) -> None:
+    pop = connect(gmail)
+    assert pop.dele(1) == b"+OK marked for deletion"
+    assert pop.quit() == b"+OK Farewell."
+    assert gmail.messages(ALICE) == MESSAGES[1:]
+
+
+def test_deletions_are_not_reported_when_quit_is_dropped(gmail: FakeGmail) -> None:
+    pop = connect(gmail)
+    pop.dele(1)
+    gmail.fail_next("pop", "QUIT", "drop_before")
+    with pytest.raises(ConnectionLost, match="may not have been applied") as info:
+        pop.quit()
+    assert info.value.outcome_unknown
+    assert gmail.messages(ALICE) == MESSAGES
+
+
+def test_pending_deletions_lost_with_the_connection_are_reported(
+    gmail: FakeGmail,
+) -> None:
+    with connect(gmail) as pop:
+        pop.dele(1)
+        pop.dele(3)
+        gmail.fail_next("pop", "STAT", "drop_after")
+        with pytest.raises(ConnectionLost, match="NOT applied") as info:
+            pop.stat()
+        assert not info.value.outcome_unknown
+        assert "1, 3" in str(info.value)
+        assert gmail.messages(ALICE) == MESSAGES
+        # The next call starts a new session; nothing is marked there.
+        assert pop.stat()[0] == 3
+    assert gmail.messages(ALICE) == MESSAGES
+
+
+def test_session_ended_with_deletions_pending_is_reported(gmail: FakeGmail) -> None:
+    pop = connect(gmail)
+    pop.dele(2)
+    gmail.end_sessions(ALICE, "pop")
+    with pytest.raises(ConnectionLost, match="NOT applied"):
+        pop.quit()
+    assert gmail.messages(ALICE) == MESSAGES
+
+
+def test_proactive_reconnect_waits_while_deletions_are_pending(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    pop = connect(gmail)
+    pop.dele(1)
+    clock.advance(timedelta(seconds=3599 - 30))
+    assert pop.stat()[0] == 2  # same session: message 1 is still marked
+    assert pop.quit() == b"+OK Farewell."
+    assert gmail.connection_count("pop") == 1
+    assert gmail.messages(ALICE) == MESSAGES[1:]
+
+
+def test_rset_survives_a_drop_and_clears_the_marks(gmail: FakeGmail) -> None:
+    with connect(gmail) as pop:
+        pop.dele(1)
+        gmail.fail_next("pop", "RSET", "drop_before")
+        assert pop.rset() == b"+OK"
+    assert gmail.messages(ALICE) == MESSAGES
+
+
+def test_with_block_that_raises_applies_no_deletion(gmail: FakeGmail) -> None:
+    with pytest.raises(RuntimeError), connect(gmail) as pop:
+        pop.dele(1)
+        raise RuntimeError("processing failed")
+    assert gmail.messages(ALICE) == MESSAGES
+    assert b"QUIT" not in client_lines(gmail)
+
+
+# -- secrets ---------------------------------------------------------------------
+
+
+def test_no_secret_in_debug_output_or_logs(
+    gmail: FakeGmail,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    stale = gmail.mint_token(ALICE)
+    provider = MintingProvider(gmail, ALICE, first=stale)
+    with connect(gmail, provider) as pop:
+        pop.set_debuglevel(2)
+        gmail.google.revoke(stale)
+        gmail.end_sessions(ALICE, "pop")
+        pop.stat()  # reconnects: a rejected token, a refresh, a login
+        with pytest.raises(poplib.error_proto):
+            pop.pass_("hunter2")
+    out, err = capfd.readouterr()
+    printed = out + err + caplog.text
+    assert "*cmd* 'AUTH XOAUTH2 <redacted>'" in printed
+    assert "*cmd* 'PASS <redacted>'" in printed
+    for token in provider.issued:
+        assert token not in printed
+        assert xoauth2_string(ALICE, token) not in printed
+    assert "hunter2" not in printed
+    assert "ya29" not in printed
