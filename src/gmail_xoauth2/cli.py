@@ -315,13 +315,6 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
             EXIT_USAGE,
         )
     token_file = os.path.expanduser(args.token_file)
-    if args.no_browser:
-        print(
-            "Open the URL that follows in a browser on any machine; if it is not "
-            f"this one, forward the port first (ssh -L {args.port or 'PORT'}:"
-            f"127.0.0.1:{args.port or 'PORT'} ...).",
-            file=sys.stderr,
-        )
     authorize(
         secrets,
         token_file,
