@@ -432,6 +432,8 @@ class Connection:
         self._mode: Literal["send", "drop", "hold"] = "send"
         self._held: list[bytes] = []
         self._hold: threading.Event | None = None
+        self._close_after_hold = False
+        self._handler = 0
         self._closing = False
 
     # -- what subclasses write ------------------------------------------------------
@@ -475,6 +477,7 @@ class Connection:
 
     def run(self) -> None:
         """Serve the connection until it ends; record unexpected errors."""
+        self._handler = threading.get_ident()
         try:
             if not self.tls and self.server.implicit_tls:
                 self.sock = self._wrap(self.sock)
@@ -503,6 +506,14 @@ class Connection:
     def close(self) -> None:
         """Hang up; safe from any thread (the handler thread frees the socket)."""
         with self._wlock:
+            if (
+                self._mode == "hold"
+                and threading.get_ident() == self._handler
+                and not self._closing
+            ):
+                # The command itself hangs up (QUIT): after its held reply.
+                self._close_after_hold = True
+                return
             self._closing = True
             hold = self._hold
         if hold is not None:
@@ -575,6 +586,8 @@ class Connection:
                     for data in held:
                         if not self._closing:
                             self._write(data, data.removesuffix(b"\r\n"))
+                if self._close_after_hold:
+                    self.close()
 
     # -- I/O ----------------------------------------------------------------------
 
