@@ -6,33 +6,37 @@ trip (SASL-IR, RFC 4959), answers Gmail's error challenge as Google's XOAUTH2
 page prescribes, and replaces the connection when the session ends (Gmail ends
 an OAuth session when its access token expires): proactively at the next
 command boundary, or after a ``* BYE``/EOF, restoring the selected mailbox and
-repeating the command only when that is safe. This is the only module that
-imports :mod:`imaplib`.
+repeating the command only when that is safe. This is the only public module
+that imports :mod:`imaplib` (its private helpers are ``_imap_*.py``).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import imaplib
 import logging
-import re
-import select
-import socket
 import ssl
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from typing import Any, Literal, NamedTuple, cast
+from dataclasses import replace
+from typing import Any, cast
 
-from . import sasl
 from ._backoff import Backoff
 from ._constants import GMAIL_IMAP_HOST, IMAP_SESSION_LIMIT
 from ._imap_idle import Idler
+from ._imap_policy import (
+    SESSION_COMMANDS,
+    Kind,
+    MailboxState,
+    classify,
+    number,
+    text,
+)
+from ._imap_sasl import REDACTED, authenticate
+from ._imap_transport import BufferedTransport
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
     AuthenticationFailed,
-    ChallengeDecodeError,
     ConfigurationError,
     ConnectionLost,
     Error,
@@ -45,13 +49,7 @@ __all__ = ["IMAP4", "IMAPConnectionLost", "Idler"]
 
 _log = logging.getLogger(__name__)
 
-_CRLF = b"\r\n"
-_CHUNK = 65536
-_MAX_LINE = 1_000_000  # imaplib's own limit (RFC 2683 suggests far less)
 _MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
-_REDACTED = "<redacted>"
-# Gmail: "NO [ALERT] Too many simultaneous connections. (Failure)".
-_TOO_MANY = "too many simultaneous connections"
 
 Response = tuple[str, list[Any]]
 
@@ -62,6 +60,11 @@ _DEATH: tuple[type[BaseException], ...] = (imaplib.IMAP4.abort, OSError)
 def _stdlib(name: str) -> Callable[..., Any]:
     """imaplib.IMAP4's own implementation of a private method we extend."""
     return cast(Callable[..., Any], vars(imaplib.IMAP4)[name])
+
+
+def _default_debug() -> int:
+    """imaplib.Debug, the level imaplib gives every new connection."""
+    return int(vars(imaplib).get("Debug", 0))
 
 
 class IMAPConnectionLost(ConnectionLost, imaplib.IMAP4.abort):
@@ -77,106 +80,7 @@ class IMAPConnectionLost(ConnectionLost, imaplib.IMAP4.abort):
     """
 
 
-# --- which commands may be repeated after a reconnect ------------------------
-
-Depends = Literal["none", "sequence", "uid"]
-
-
-class _Kind(NamedTuple):
-    repeatable: bool
-    depends: Depends
-
-
-# Safe to send again: they read, or setting the same state twice is harmless.
-_REPEATABLE = frozenset(
-    {
-        "CAPABILITY", "CHECK", "ENABLE", "EXAMINE", "GETACL", "GETANNOTATION",
-        "GETQUOTA", "GETQUOTAROOT", "LIST", "LSUB", "MYRIGHTS", "NAMESPACE",
-        "NOOP", "SELECT", "STATUS", "SUBSCRIBE", "UNSELECT", "UNSUBSCRIBE",
-    }
-)  # fmt: skip
-# Their arguments are sequence numbers: repeat only in an unchanged mailbox.
-_SEQUENCE_READS = frozenset({"FETCH", "PARTIAL", "STORE"})
-_SEARCHES = frozenset({"SEARCH", "SORT", "THREAD"})
-_SEQUENCE_ONCE = frozenset({"COPY", "MOVE"})
-# UID variants that read or set flags: repeat while UIDVALIDITY is unchanged.
-_UID_REPEATABLE = frozenset({"FETCH", "SEARCH", "SORT", "STORE", "THREAD"})
-# Commands this class runs itself when a session is (re)established.
-_SESSION_COMMANDS = frozenset({"AUTHENTICATE", "LOGIN", "LOGOUT", "STARTTLS"})
-_SEQUENCE_SET = re.compile(r"[0-9*][0-9*:,]*")
-
-
-def _classify(name: str, args: tuple[Any, ...]) -> _Kind:
-    """How a command may be treated when its connection dies (never twice unless safe).
-
-    Anything not listed (APPEND, EXPUNGE, CREATE, DELETE, RENAME, CLOSE,
-    SETACL, extension commands...) is sent at most once.
-    """
-    if name == "UID":
-        sub = str(args[0]).upper() if args else ""
-        return _Kind(sub in _UID_REPEATABLE, "uid")
-    if name in _SEQUENCE_READS:
-        return _Kind(True, "sequence")
-    if name in _SEQUENCE_ONCE:
-        return _Kind(False, "sequence")
-    if name in _SEARCHES:
-        # SEARCH ALL is valid in any state of the mailbox; SEARCH 1:5 is not.
-        words = " ".join(_text(a) for a in args).replace("(", " ").replace(")", " ")
-        seq = any(_SEQUENCE_SET.fullmatch(w) for w in words.split())
-        return _Kind(True, "sequence" if seq else "none")
-    return _Kind(name in _REPEATABLE, "none")
-
-
-def _as_bytes(value: object) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    return b"" if value is None else str(value).encode("ascii", "replace")
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("ascii", "replace")
-    return str(value)
-
-
-@dataclass(frozen=True)
-class _Mailbox:
-    """What we last knew of the selected mailbox (RFC 3501 section 7.3, 7.1)."""
-
-    uidvalidity: int | None = None
-    exists: int | None = None
-    uidnext: int | None = None
-
-    def differs(self, other: _Mailbox, depends: Depends) -> str | None:
-        """Why ``other`` (after a reconnect) is not the mailbox we knew, or None."""
-        if depends == "none":
-            return None
-        if self.uidvalidity != other.uidvalidity:
-            return f"UIDVALIDITY {self.uidvalidity} -> {other.uidvalidity}"
-        if depends == "uid":
-            return None
-        if self.exists is not None and self.exists != other.exists:
-            return f"EXISTS {self.exists} -> {other.exists}"
-        if None not in (self.uidnext, other.uidnext) and self.uidnext != other.uidnext:
-            return f"UIDNEXT {self.uidnext} -> {other.uidnext}"
-        return None
-
-
-def _default_debug() -> int:
-    """imaplib.Debug, the level imaplib gives every new connection."""
-    return int(vars(imaplib).get("Debug", 0))
-
-
-def _number(data: object) -> int | None:
-    if not isinstance(data, bytes):
-        return None
-    try:
-        return int(data.split()[0])
-    except (IndexError, ValueError):
-        return None
-
-
-class IMAP4(imaplib.IMAP4):
+class IMAP4(BufferedTransport, imaplib.IMAP4):
     """An :class:`imaplib.IMAP4` that authenticates with OAuth 2.0 and reconnects.
 
     The constructor connects (implicit TLS, or STARTTLS when ``starttls`` is
@@ -254,7 +158,7 @@ class IMAP4(imaplib.IMAP4):
         self._dead = True
         self._debug_level = _default_debug()
         self._mailbox: tuple[str, bool] | None = None  # (name, readonly)
-        self._box = _Mailbox()
+        self._box = MailboxState()
         self._selecting = False
         self._enabled: list[str] = []
         self._idle_queue: list[tuple[str, Any]] | None = None
@@ -289,7 +193,7 @@ class IMAP4(imaplib.IMAP4):
 
     def select(self, mailbox: str = "INBOX", readonly: bool = False) -> Any:
         """imaplib's SELECT/EXAMINE; the mailbox is re-selected after a reconnect."""
-        self._box = _Mailbox()
+        self._box = MailboxState()
         self._selecting = True
         try:
             typ, data = super().select(mailbox, readonly)
@@ -329,79 +233,16 @@ class IMAP4(imaplib.IMAP4):
         """
         return Idler(self, duration)
 
-    # --- imaplib overrides: transport ---------------------------------------
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock: socket.socket = _stdlib("_create_socket")(self, timeout)
-        if self._use_starttls:
-            return sock
-        try:
-            return self._ssl_context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
+    # --- imaplib overrides ---------------------------------------------------
 
     def open(
         self, host: str = "", port: int = 993, timeout: float | None = None
     ) -> None:
-        """Connect (no makefile: reads go through our own buffer)."""
+        """Connect (implicit TLS unless STARTTLS was asked for)."""
         # imaplib.IMAP4.__init__ resets ``debug`` before calling open();
         # keep the level the caller chose for this object.
         self.debug = self._debug_level
-        self.host = host
-        self.port = port
-        self._rbuf = bytearray()
-        self.sock = self._create_socket(timeout)
-
-    def read(self, size: int) -> bytes:
-        buf = self._rbuf
-        while len(buf) < size:
-            chunk = self.sock.recv(max(_CHUNK, size - len(buf)))
-            if not chunk:
-                break
-            buf += chunk
-        data = bytes(buf[:size])
-        del buf[:size]
-        return data
-
-    def readline(self) -> bytes:
-        buf = self._rbuf
-        start = 0
-        while True:
-            end = buf.find(b"\n", start)
-            if end >= 0:
-                end += 1
-                break
-            if len(buf) > _MAX_LINE:
-                raise self.error(f"got more than {_MAX_LINE} bytes")
-            start = len(buf)
-            chunk = self.sock.recv(_CHUNK)
-            if not chunk:
-                end = len(buf)
-                break
-            buf += chunk
-        line = bytes(buf[:end])
-        del buf[:end]
-        return line
-
-    def send(self, data: Any) -> None:
-        super().send(data)
-        # Counted once the bytes are out: a command whose first write failed
-        # never reached the server and may be sent again.
-        self._sends += 1
-
-    def shutdown(self) -> None:
-        sock = getattr(self, "sock", None)
-        if sock is None:
-            return
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # the peer may have closed already
-        finally:
-            sock.close()
-
-    # --- imaplib overrides: protocol ----------------------------------------
+        super().open(host, port, timeout)
 
     def _get_capabilities(self) -> None:
         # imaplib always sends CAPABILITY after the greeting; a greeting with
@@ -428,13 +269,13 @@ class IMAP4(imaplib.IMAP4):
         if typ == "EXISTS":
             # Mail arrived (or left): the UIDNEXT we knew is stale now.
             uidnext = box.uidnext if self._selecting else None
-            self._box = replace(box, exists=_number(dat), uidnext=uidnext)
+            self._box = replace(box, exists=number(dat), uidnext=uidnext)
         elif typ == "EXPUNGE" and box.exists is not None:
             self._box = replace(box, exists=box.exists - 1)
         elif typ == "UIDVALIDITY":
-            self._box = replace(box, uidvalidity=_number(dat))
+            self._box = replace(box, uidvalidity=number(dat))
         elif typ == "UIDNEXT":
-            self._box = replace(box, uidnext=_number(dat))
+            self._box = replace(box, uidnext=number(dat))
 
     if __debug__:
 
@@ -446,7 +287,7 @@ class IMAP4(imaplib.IMAP4):
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, _REDACTED)
+            text = text.replace(secret, REDACTED)
         return text
 
     def _trace_out(self, data: bytes) -> None:
@@ -458,10 +299,10 @@ class IMAP4(imaplib.IMAP4):
                 self._log(f"> {data!r}")
 
     def _simple_command(self, name: str, *args: Any) -> Response:
-        if self._raw_depth or name in _SESSION_COMMANDS:
+        if self._raw_depth or name in SESSION_COMMANDS:
             return cast(Response, _stdlib("_simple_command")(self, name, *args))
         literal, self.literal = self.literal, None
-        kind = _classify(name, args)
+        kind = classify(name, args)
         readonly = self.is_readonly
         known = self._box
         # SELECT replaces the mailbox; CLOSE/UNSELECT leave it: no restore.
@@ -522,7 +363,7 @@ class IMAP4(imaplib.IMAP4):
         if name in ("CLOSE", "UNSELECT"):
             self._mailbox = None
         elif name == "ENABLE" and result[0] == "OK" and args:
-            self._enabled.append(_text(args[0]))
+            self._enabled.append(text(args[0]))
         return result
 
     # --- session lifecycle --------------------------------------------------
@@ -533,7 +374,7 @@ class IMAP4(imaplib.IMAP4):
 
     def _prepare_idle(self) -> None:
         """The command-boundary checks, before IDLE starts."""
-        self._before_command("IDLE", _Kind(True, "none"), self._box, self._mailbox)
+        self._before_command("IDLE", Kind(True, "none"), self._box, self._mailbox)
 
     @contextlib.contextmanager
     def _raw(self) -> Iterator[None]:
@@ -561,8 +402,8 @@ class IMAP4(imaplib.IMAP4):
     def _before_command(
         self,
         name: str,
-        kind: _Kind,
-        known: _Mailbox,
+        kind: Kind,
+        known: MailboxState,
         restore: tuple[str, bool] | None,
     ) -> None:
         """Replace the session first if it is dead, ending, or ended by the server."""
@@ -573,7 +414,7 @@ class IMAP4(imaplib.IMAP4):
             why = f"the session ends soon (deadline {self._deadline.deadline})"
             polite = True
         else:
-            hung_up = self._server_hung_up()
+            hung_up = self.server_hung_up()
             if hung_up is None:
                 return
             why = f"the server ended the session ({hung_up})"
@@ -583,7 +424,7 @@ class IMAP4(imaplib.IMAP4):
         self._replace(why, restore=restore, polite=polite)
         self._check_unchanged(name, kind, known)
 
-    def _check_unchanged(self, name: str, kind: _Kind, known: _Mailbox) -> None:
+    def _check_unchanged(self, name: str, kind: Kind, known: MailboxState) -> None:
         if self._mailbox is None:
             return
         changed = known.differs(self._box, kind.depends)
@@ -593,47 +434,6 @@ class IMAP4(imaplib.IMAP4):
                 f"({changed}); {name} was not sent because its message numbers may "
                 "now point at other messages: search again"
             )
-
-    def _server_hung_up(self) -> str | None:
-        """Why the session is over, if the server already said so. Never blocks.
-
-        Reads whatever is already waiting on the socket into our buffer (an
-        SSLSocket may also hold decrypted bytes, which recv returns first):
-        EOF or a ``* BYE`` line means the next command would go nowhere.
-        """
-        sock = self.sock
-        eof = False
-        try:
-            sock.setblocking(False)
-            try:
-                while True:
-                    chunk = sock.recv(_CHUNK)
-                    if not chunk:
-                        eof = True
-                        break
-                    self._rbuf += chunk
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                pass
-            finally:
-                sock.settimeout(self._timeout)
-        except OSError as exc:
-            return f"connection error: {exc}"
-        for line in bytes(self._rbuf).split(_CRLF):
-            if line.startswith(b"* BYE"):
-                return line[2:].decode("utf-8", "replace")
-        return "the server closed the connection" if eof else None
-
-    def _wait_readable(self, timeout: float | None) -> bool:
-        """True once a response line can be read (used by IDLE)."""
-        if b"\n" in self._rbuf:
-            return True
-        sock = self.sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return True
-        ready, _, _ = select.select(
-            [sock], [], [], None if timeout is None else max(0, timeout)
-        )
-        return bool(ready)
 
     def _replace_after_unknown(
         self, name: str, exc: BaseException, restore: tuple[str, bool] | None
@@ -743,10 +543,9 @@ class IMAP4(imaplib.IMAP4):
                 f"{host}:{port} refused STARTTLS ({data[-1]!r}); no token was sent"
             )
         _log.debug("STARTTLS accepted; handshaking with %s", host)
-        self.sock = self._ssl_context.wrap_socket(self.sock, server_hostname=host)
         # Forget everything learned in clear (RFC 3501 section 6.2.1): bytes a
         # man in the middle may have injected, responses, capabilities.
-        self._rbuf = bytearray()
+        self.starttls_wrap(host)
         self.untagged_responses = {}
         self.capabilities = ()
         self._get_capabilities()
@@ -757,7 +556,7 @@ class IMAP4(imaplib.IMAP4):
         """Authenticate; on a rejection refresh the token once and try again."""
         token = self._tokens.token()
         try:
-            self._authenticate(token)
+            authenticate(self, token)
             return
         except TooManyConnections:
             raise
@@ -771,121 +570,13 @@ class IMAP4(imaplib.IMAP4):
             self._user,
             first.status,
         )
-        if self._server_hung_up() is not None:
+        if self.server_hung_up() is not None:
             self._drop()
             host, port = self._server
             imaplib.IMAP4.__init__(self, host, port, self._timeout)
             if self._use_starttls:
                 self._negotiate_tls()
-        self._authenticate(fresh)
-
-    def _initial_response(self, token: str) -> bytes:
-        if self._mechanism == "XOAUTH2":
-            raw = sasl.xoauth2_response(self._user, token)
-        else:
-            raw = sasl.oauthbearer_response(
-                self._user, token, host=self._server[0], port=self._server[1]
-            )
-        encoded = base64.b64encode(raw)
-        # Never let imaplib's debug output or print_log() show these.
-        self._secrets = [encoded.decode("ascii"), token, *self._secrets][:6]
-        return encoded
-
-    def _authenticate(self, token: str) -> None:
-        """AUTHENTICATE by hand: imaplib has no SASL-IR and re-sends the token.
-
-        With SASL-IR (RFC 4959) the initial response rides on the command line:
-        one round trip. Gmail answers a bad token with a ``+ <base64 JSON>``
-        challenge, to which the client must send an empty line (XOAUTH2) or
-        ``^A`` (OAUTHBEARER, RFC 7628 section 3.2.3); then comes the ``NO``.
-        """
-        mech = self._mechanism
-        initial = self._initial_response(token)
-        tag = self._new_tag()
-        head = tag + b" AUTHENTICATE " + mech.encode("ascii")
-        pending = "SASL-IR" not in self.capabilities
-        if pending:
-            self._trace_out(head)
-            self.send(head + _CRLF)
-        else:
-            self._trace_out(head + b" " + _REDACTED.encode())
-            self.send(head + b" " + initial + _CRLF)
-        _log.debug(
-            "AUTHENTICATE %s sent (initial response %s)",
-            mech,
-            "awaits a continuation" if pending else "on the command line",
-        )
-        challenge: bytes | None = None
-        while self.tagged_commands.get(tag) is None:
-            self._check_too_many(self.untagged_responses.get("BYE"))
-            self._check_bye()
-            if self._get_response() is not None:
-                continue
-            if pending:
-                self._trace_out(_REDACTED.encode())
-                self.send(initial + _CRLF)
-                pending = False
-            elif challenge is None:
-                challenge = _as_bytes(self.continuation_response)
-                answer = (
-                    b""
-                    if mech == "XOAUTH2"
-                    else base64.b64encode(sasl.OAUTHBEARER_ABORT)
-                )
-                _log.debug("error challenge received; answering it to end the exchange")
-                self._trace_out(answer)
-                self.send(answer + _CRLF)
-            else:
-                self._trace_out(b"*")
-                self.send(b"*" + _CRLF)  # RFC 3501 section 6.2.2: cancel
-        typ, data = cast(Response, self.tagged_commands.pop(tag))
-        text = _text(data[-1]) if data else ""
-        if typ == "OK":
-            self.state = "AUTH"
-            self._get_capabilities_if_sent()
-            _log.debug("authenticated as %s with %s", self._user, mech)
-            return
-        self._check_too_many([text])
-        status = scope = None
-        if challenge:
-            try:
-                decoded = sasl.decode_error_challenge(challenge)
-                status, scope = decoded.status, decoded.scope
-            except ChallengeDecodeError:
-                _log.debug("the server's error challenge could not be decoded")
-        host, port = self._server
-        hint = ""
-        if scope and scope != sasl.MAIL_SCOPE:
-            hint = f"; the server wants scope {scope}"
-        elif status is not None:
-            hint = (
-                f"; the token is expired, revoked, or lacks the {sasl.MAIL_SCOPE} scope"
-            )
-        raise AuthenticationFailed(
-            f"{host}:{port} rejected {mech} for {self._user}: {text} "
-            f"(status {status}){hint}",
-            protocol="imap",
-            mechanism=mech,
-            status=status,
-            scope=scope,
-            server_text=text,
-        )
-
-    def _get_capabilities_if_sent(self) -> None:
-        caps = self.untagged_responses.pop("CAPABILITY", None)
-        if caps and isinstance(caps[-1], bytes):
-            self.capabilities = tuple(caps[-1].decode(self._encoding).upper().split())
-
-    def _check_too_many(self, texts: list[Any] | None) -> None:
-        for item in texts or ():
-            text = _text(item)
-            if _TOO_MANY in text.lower():
-                raise TooManyConnections(
-                    f"Gmail refused the login for {self._user}: {text.strip()}. Gmail "
-                    "allows about 15 simultaneous IMAP connections per account, "
-                    "shared by every client (phones and other mail programs count "
-                    "too); close some and try again"
-                )
+        authenticate(self, fresh)
 
 
 def _lost(message: str, *, unknown: bool = False) -> IMAPConnectionLost:

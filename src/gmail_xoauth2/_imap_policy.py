@@ -1,0 +1,114 @@
+"""Which IMAP commands may be sent again after a reconnect, and when.
+
+RFC 3501 sequence numbers change when messages are expunged, and a mailbox's
+UIDs are only stable while its UIDVALIDITY is. A command cut off by a lost
+connection is repeated only when repeating it cannot do harm.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+__all__ = [
+    "SESSION_COMMANDS",
+    "Depends",
+    "Kind",
+    "MailboxState",
+    "as_bytes",
+    "classify",
+    "number",
+    "text",
+]
+
+Depends = Literal["none", "sequence", "uid"]
+
+
+class Kind(NamedTuple):
+    repeatable: bool
+    depends: Depends
+
+
+# Safe to send again: they read, or setting the same state twice is harmless.
+_REPEATABLE = frozenset(
+    {
+        "CAPABILITY", "CHECK", "ENABLE", "EXAMINE", "GETACL", "GETANNOTATION",
+        "GETQUOTA", "GETQUOTAROOT", "LIST", "LSUB", "MYRIGHTS", "NAMESPACE",
+        "NOOP", "SELECT", "STATUS", "SUBSCRIBE", "UNSELECT", "UNSUBSCRIBE",
+    }
+)  # fmt: skip
+# Their arguments are sequence numbers: repeat only in an unchanged mailbox.
+_SEQUENCE_READS = frozenset({"FETCH", "PARTIAL", "STORE"})
+_SEARCHES = frozenset({"SEARCH", "SORT", "THREAD"})
+_SEQUENCE_ONCE = frozenset({"COPY", "MOVE"})
+# UID variants that read or set flags: repeat while UIDVALIDITY is unchanged.
+_UID_REPEATABLE = frozenset({"FETCH", "SEARCH", "SORT", "STORE", "THREAD"})
+# Commands this class runs itself when a session is (re)established.
+SESSION_COMMANDS = frozenset({"AUTHENTICATE", "LOGIN", "LOGOUT", "STARTTLS"})
+_SEQUENCE_SET = re.compile(r"[0-9*][0-9*:,]*")
+
+
+def classify(name: str, args: tuple[Any, ...]) -> Kind:
+    """How a command may be treated when its connection dies (never twice unless safe).
+
+    Anything not listed (APPEND, EXPUNGE, CREATE, DELETE, RENAME, CLOSE,
+    SETACL, extension commands...) is sent at most once.
+    """
+    if name == "UID":
+        sub = str(args[0]).upper() if args else ""
+        return Kind(sub in _UID_REPEATABLE, "uid")
+    if name in _SEQUENCE_READS:
+        return Kind(True, "sequence")
+    if name in _SEQUENCE_ONCE:
+        return Kind(False, "sequence")
+    if name in _SEARCHES:
+        # SEARCH ALL is valid in any state of the mailbox; SEARCH 1:5 is not.
+        words = " ".join(text(a) for a in args).replace("(", " ").replace(")", " ")
+        seq = any(_SEQUENCE_SET.fullmatch(w) for w in words.split())
+        return Kind(True, "sequence" if seq else "none")
+    return Kind(name in _REPEATABLE, "none")
+
+
+def as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return b"" if value is None else str(value).encode("ascii", "replace")
+
+
+def text(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("ascii", "replace")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class MailboxState:
+    """What we last knew of the selected mailbox (RFC 3501 section 7.3, 7.1)."""
+
+    uidvalidity: int | None = None
+    exists: int | None = None
+    uidnext: int | None = None
+
+    def differs(self, other: MailboxState, depends: Depends) -> str | None:
+        """Why ``other`` (after a reconnect) is not the mailbox we knew, or None."""
+        if depends == "none":
+            return None
+        if self.uidvalidity != other.uidvalidity:
+            return f"UIDVALIDITY {self.uidvalidity} -> {other.uidvalidity}"
+        if depends == "uid":
+            return None
+        if self.exists is not None and self.exists != other.exists:
+            return f"EXISTS {self.exists} -> {other.exists}"
+        if None not in (self.uidnext, other.uidnext) and self.uidnext != other.uidnext:
+            return f"UIDNEXT {self.uidnext} -> {other.uidnext}"
+        return None
+
+
+def number(data: object) -> int | None:
+    if not isinstance(data, bytes):
+        return None
+    try:
+        return int(data.split()[0])
+    except (IndexError, ValueError):
+        return None

@@ -1,0 +1,150 @@
+"""AUTHENTICATE for gmail_xoauth2.IMAP4, done by hand.
+
+imaplib's ``authenticate()`` has no SASL-IR (always two round trips) and its
+authobject pattern answers Gmail's error challenge with the token again. Here
+the initial response rides on the command line when the server advertises
+SASL-IR (RFC 4959), and the error challenge is answered as Google's XOAUTH2
+page and RFC 7628 ask, so the final ``NO`` can be read and reported.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from . import sasl
+from ._imap_policy import as_bytes, text
+from .errors import AuthenticationFailed, ChallengeDecodeError, TooManyConnections
+
+if TYPE_CHECKING:
+    from .imap import IMAP4
+
+__all__ = ["REDACTED", "authenticate", "check_too_many"]
+
+_log = logging.getLogger(__name__)
+
+REDACTED = "<redacted>"
+_CRLF = b"\r\n"
+# Gmail: "NO [ALERT] Too many simultaneous connections. (Failure)".
+_TOO_MANY = "too many simultaneous connections"
+
+
+def initial_response(imap: IMAP4, token: str) -> bytes:
+    """The base64 initial response; it and the token join the redaction list."""
+    if imap.mechanism == "XOAUTH2":
+        raw = sasl.xoauth2_response(imap.user, token)
+    else:
+        raw = sasl.oauthbearer_response(
+            imap.user, token, host=imap.host, port=imap.port
+        )
+    encoded = base64.b64encode(raw)
+    # Never let imaplib's debug output or print_log() show these.
+    imap._secrets = [encoded.decode("ascii"), token, *imap._secrets][:6]
+    return encoded
+
+
+def authenticate(imap: IMAP4, token: str) -> None:
+    """Run one AUTHENTICATE exchange with ``token``; on success the state is AUTH.
+
+    With SASL-IR the exchange is one round trip. Gmail answers a bad token
+    with ``+ <base64 JSON>``; the client must then send an empty line
+    (XOAUTH2) or ``^A`` (OAUTHBEARER, RFC 7628 section 3.2.3), and the
+    server's ``NO`` follows.
+
+    Raises:
+        AuthenticationFailed: the server refused; ``status`` and ``scope``
+            come from the decoded error challenge when there was one.
+        TooManyConnections: Gmail's per-account connection limit.
+    """
+    mech = imap.mechanism
+    initial = initial_response(imap, token)
+    tag: bytes = imap._new_tag()
+    head = tag + b" AUTHENTICATE " + mech.encode("ascii")
+    pending = "SASL-IR" not in imap.capabilities
+    if pending:
+        imap._trace_out(head)
+        imap.send(head + _CRLF)
+    else:
+        imap._trace_out(head + b" " + REDACTED.encode())
+        imap.send(head + b" " + initial + _CRLF)
+    _log.debug(
+        "AUTHENTICATE %s sent (initial response %s)",
+        mech,
+        "awaits a continuation" if pending else "on the command line",
+    )
+    challenge: bytes | None = None
+    while imap.tagged_commands.get(tag) is None:
+        check_too_many(imap.user, imap.untagged_responses.get("BYE"))
+        imap._check_bye()
+        if imap._get_response() is not None:
+            continue
+        if pending:
+            imap._trace_out(REDACTED.encode())
+            imap.send(initial + _CRLF)
+            pending = False
+        elif challenge is None:
+            challenge = as_bytes(imap.continuation_response)
+            answer = (
+                b"" if mech == "XOAUTH2" else base64.b64encode(sasl.OAUTHBEARER_ABORT)
+            )
+            _log.debug("error challenge received; answering it to end the exchange")
+            imap._trace_out(answer)
+            imap.send(answer + _CRLF)
+        else:
+            imap._trace_out(b"*")
+            imap.send(b"*" + _CRLF)  # RFC 3501 section 6.2.2: cancel
+    typ, data = cast(tuple[str, list[Any]], imap.tagged_commands.pop(tag))
+    server_text = text(data[-1]) if data else ""
+    if typ == "OK":
+        imap.state = "AUTH"
+        # Dovecot sends [CAPABILITY ...] in the OK; Gmail does not.
+        caps = imap.untagged_responses.pop("CAPABILITY", None)
+        if caps and isinstance(caps[-1], bytes):
+            imap.capabilities = tuple(
+                caps[-1].decode("ascii", "replace").upper().split()
+            )
+        _log.debug("authenticated as %s with %s", imap.user, mech)
+        return
+    check_too_many(imap.user, [server_text])
+    raise _failure(imap, typ, server_text, challenge)
+
+
+def _failure(
+    imap: IMAP4, typ: str, server_text: str, challenge: bytes | None
+) -> AuthenticationFailed:
+    status = scope = None
+    if challenge:
+        try:
+            decoded = sasl.decode_error_challenge(challenge)
+            status, scope = decoded.status, decoded.scope
+        except ChallengeDecodeError:
+            _log.debug("the server's error challenge could not be decoded")
+    if scope and scope != sasl.MAIL_SCOPE:
+        hint = f"; the server wants a token with scope {scope}"
+    elif status is not None:
+        hint = f"; the token is expired, revoked, or lacks the {sasl.MAIL_SCOPE} scope"
+    else:
+        hint = ""
+    return AuthenticationFailed(
+        f"{imap.host}:{imap.port} rejected {imap.mechanism} for {imap.user}: "
+        f"{typ} {server_text} (status {status}){hint}",
+        protocol="imap",
+        mechanism=imap.mechanism,
+        status=status,
+        scope=scope,
+        server_text=server_text,
+    )
+
+
+def check_too_many(user: str, texts: list[Any] | None) -> None:
+    """Raise TooManyConnections if one of ``texts`` is Gmail's limit message."""
+    for item in texts or ():
+        line = text(item)
+        if _TOO_MANY in line.lower():
+            raise TooManyConnections(
+                f"Gmail refused the login for {user}: {line.strip()}. Gmail allows "
+                "about 15 simultaneous IMAP connections per account, shared by "
+                "every client (phones and other mail programs count too); close "
+                "some and try again"
+            )
