@@ -64,8 +64,11 @@ class SMTP(smtplib.SMTP):
     * a connection that is dead, ended by the server (Gmail's idle
       ``451 4.4.2 Timeout - closing connection.``, ``421 4.7.0 ...``) or whose
       token is about to expire is replaced before the send;
-    * a send that fails before the message's final dot has gone out is tried
-      once more on a new connection;
+    * a send that fails before the message's final dot has gone out (the
+      connection died, or the server closed it with 421 or Gmail's 451) is
+      tried once more on a new connection;
+    * after the final dot, the server's reply is the verdict: an error reply
+      raises smtplib's own :class:`smtplib.SMTPDataError`, never a retry;
     * if the connection dies after the final dot and before the server's reply,
       :class:`DeliveryUnknown` is raised and the message is never sent again.
 
@@ -301,7 +304,9 @@ class SMTP(smtplib.SMTP):
                 f"not verify ({exc.verify_message}); no token was sent"
             ) from exc
         except smtplib.SMTPResponseException as exc:
-            if _ends_session(exc.smtp_code, exc.smtp_error):
+            # After the final dot a reply is the verdict on the message: the
+            # stdlib error goes to the caller and nothing is sent again.
+            if not self._dot_sent and _ends_session(exc.smtp_code, exc.smtp_error):
                 self.close()
                 raise _Dead(
                     f"the server ended the session: {exc.smtp_code} "
@@ -444,6 +449,7 @@ class SMTP(smtplib.SMTP):
                 message was not sent.
         """
         self._before_send()
+        self._dot_sent = False
         try:
             with self._wire("sending a message"):
                 return super().sendmail(
@@ -455,6 +461,7 @@ class SMTP(smtplib.SMTP):
                     f"{exc}; the message was not sent (reconnect=False)"
                 ) from exc
             self._reestablish(f"{exc}, before the message was sent")
+        self._dot_sent = False
         try:
             with self._wire("sending a message"):
                 return super().sendmail(
@@ -482,7 +489,7 @@ class SMTP(smtplib.SMTP):
     def quit(self) -> _Reply:
         """QUIT and close; a connection the server already closed just closes."""
         try:
-            if self.sock is not None:
+            if not self._peer_closed():
                 return super().quit()
         except (smtplib.SMTPServerDisconnected, OSError):
             pass
