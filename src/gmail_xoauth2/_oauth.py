@@ -38,7 +38,9 @@ __all__ = [
     "check_flow",
     "check_token_uri",
     "error_code",
+    "for_oauthlib",
     "read_client_config",
+    "restore_scheme",
     "show_url",
     "token_error",
     "token_file_data",
@@ -236,7 +238,28 @@ def read_client_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             "auth_uri and token_uri)"
         )
     check_token_uri(section["token_uri"], f"client secrets file {path}")
+    check_token_uri(section["auth_uri"], f"client secrets file {path}", "auth_uri")
     return {"installed": section}
+
+
+def for_oauthlib(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The client config with a loopback ``http`` auth_uri shown to oauthlib as https.
+
+    oauthlib refuses http URLs unless a process-wide environment variable is
+    set; a fake Google on loopback is the only http auth_uri allowed, so it is
+    passed as https and :func:`restore_scheme` puts the scheme back.
+    """
+    section = dict(config["installed"])
+    if section["auth_uri"].startswith("http://"):
+        section["auth_uri"] = "https://" + section["auth_uri"][len("http://") :]
+    return {"installed": section}
+
+
+def restore_scheme(url: str, config: Mapping[str, Any]) -> str:
+    """Undo :func:`for_oauthlib` on the authorization URL."""
+    if config["installed"]["auth_uri"].startswith("http://"):
+        return "http://" + url[len("https://") :]
+    return url
 
 
 def show_url(
@@ -315,14 +338,14 @@ def error_code(data: object) -> str | None:
     return None
 
 
-def check_token_uri(uri: str, source: str) -> str:
+def check_token_uri(uri: str, source: str, field: str = "token_uri") -> str:
     """Refuse a token URI that would send the refresh token over plain HTTP."""
     parts = urllib.parse.urlsplit(uri)
     loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
     if parts.scheme == "https" or (parts.scheme == "http" and loopback):
         return uri
     raise ConfigurationError(
-        f"{source}: token_uri must be an https URL (or http on loopback), "
+        f"{source}: {field} must be an https URL (or http on loopback), "
         f"not {parts.scheme or 'a relative'} URL"
     )
 

@@ -35,7 +35,9 @@ from ._oauth import (
     check_flow,
     check_token_uri,
     error_code,
+    for_oauthlib,
     read_client_config,
+    restore_scheme,
     show_url,
     token_error,
     token_file_data,
@@ -392,7 +394,8 @@ class GoogleTokenProvider:
         else:
             lifetime = DEFAULT_LIFETIME
         self._token = token
-        self._expiry = started + lifetime
+        # Whole seconds, rounded down: google-auth drops the fraction on reading.
+        self._expiry = (started + lifetime).replace(microsecond=0)
         self._credentials.expiry = _naive_utc(self._expiry)
         _log.debug("refreshed the access token; it expires at %s", self._expiry)
         return token
@@ -499,12 +502,13 @@ def authorize(
     clock: Clock = provider_kwargs.get("clock") or utcnow
     with LoopbackReceiver(port=port) as receiver:
         oauth = Flow.from_client_config(
-            client, scopes=scope_list, redirect_uri=receiver.redirect_uri
+            for_oauthlib(client), scopes=scope_list, redirect_uri=receiver.redirect_uri
         )
         extra = {"login_hint": login_hint} if login_hint else {}
         url, state = oauth.authorization_url(
             access_type="offline", prompt="consent", **extra
         )
+        url = restore_scheme(url, client)
         receiver.start(state)
         show_url(url, receiver.port, open_browser, open_url, output or sys.stderr)
         params = receiver.wait(timeout)

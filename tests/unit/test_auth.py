@@ -1,0 +1,682 @@
+"""GoogleTokenProvider and authorize() against the fake Google, on a manual clock."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import stat
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import google.auth.exceptions
+import google.oauth2.credentials
+import pytest
+
+from gmail_xoauth2 import MAIL_SCOPE, GoogleTokenProvider, authorize
+from gmail_xoauth2._backoff import Backoff
+from gmail_xoauth2._oauth import LoopbackReceiver, show_url
+from gmail_xoauth2.auth import IMAP_ADMIN_SCOPE
+from gmail_xoauth2.errors import (
+    ConfigurationError,
+    InsecureTokenFile,
+    TokenError,
+    TokenRevokedError,
+    UnsupportedFlow,
+)
+from gmail_xoauth2.testing.clock import ManualClock
+from gmail_xoauth2.testing.google import FakeGoogle
+
+USER = "alice@example.com"
+START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+REFRESHES = {"path": "/token", "grant_type": "refresh_token"}
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def fake(clock: ManualClock) -> Iterator[FakeGoogle]:
+    with FakeGoogle(clock=clock) as google:
+        google.add_user(USER)
+        yield google
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def backoff(sleeps: list[float]) -> Backoff:
+    return Backoff(base=1.0, attempts=3, sleep=sleeps.append, rand=lambda: 0.5)
+
+
+@pytest.fixture
+def token_file(fake: FakeGoogle, tmp_path: Path) -> Path:
+    return fake.write_authorized_user_file(tmp_path / "token.json", USER)
+
+
+def _provider(
+    path: Path, clock: ManualClock, backoff: Backoff, **kwargs: object
+) -> GoogleTokenProvider:
+    return GoogleTokenProvider.from_authorized_user_file(
+        path, clock=clock, backoff=backoff, **kwargs
+    )
+
+
+def _open(url: str) -> None:
+    """Play the browser: follow the consent page's redirect to the loopback."""
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        reply.read()
+
+
+def test_a_valid_token_is_used_until_the_margin(
+    fake: FakeGoogle, token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    cached = json.loads(token_file.read_text())["token"]
+    provider = _provider(token_file, clock, backoff)
+    assert provider.token() == cached
+    assert provider.expiry == START + timedelta(seconds=3599)
+    clock.advance(timedelta(minutes=54, seconds=58))  # 5 min 1 s left
+    assert provider.token() == cached
+    assert fake.request_count(**REFRESHES) == 0
+    clock.advance(2)  # 4 min 59 s left: inside the margin
+    fresh = provider.token()
+    assert fresh != cached
+    assert fake.lookup(fresh) is not None
+    assert fake.request_count(**REFRESHES) == 1
+
+
+def test_refreshed_file_is_0600_and_loads_with_google_auth(
+    fake: FakeGoogle, token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    before = json.loads(token_file.read_text())
+    provider = _provider(token_file, clock, backoff)
+    clock.advance(timedelta(hours=2))
+    token = provider.token()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    after = json.loads(token_file.read_text())
+    assert after["token"] == token
+    assert after["refresh_token"] == before["refresh_token"]
+    assert after["token_uri"] == fake.token_uri
+    loaded = google.oauth2.credentials.Credentials.from_authorized_user_file(
+        str(token_file)
+    )
+    assert loaded.token == token
+    assert loaded.refresh_token == before["refresh_token"]
+    assert loaded.client_id == fake.client_id
+    assert loaded.scopes == [MAIL_SCOPE]
+    # The expiry is on the provider's clock: two hours on, plus an hour.
+    expected = START + timedelta(hours=2, seconds=3599)
+    assert abs(provider.expiry - expected) < timedelta(seconds=5)  # type: ignore[operator]
+    assert loaded.expiry == provider.expiry.replace(tzinfo=None)  # type: ignore[union-attr]
+
+
+def test_advancing_the_clock_refreshes_once_per_expiry(
+    fake: FakeGoogle, token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    provider = _provider(token_file, clock, backoff)
+    for hour in range(1, 4):
+        clock.advance(timedelta(hours=1))
+        for _ in range(5):
+            provider.token()
+        assert fake.request_count(**REFRESHES) == hour
+
+
+def test_sixteen_threads_across_an_expiry_cause_one_refresh(
+    fake: FakeGoogle, token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    provider = _provider(token_file, clock, backoff)
+    first = provider.token()
+    # Every thread makes 50 calls, then the clock jumps past the expiry, then
+    # every thread makes 50 more.
+    barrier = threading.Barrier(16, action=lambda: clock.advance(timedelta(hours=1)))
+    seen: list[set[str]] = [set() for _ in range(16)]
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            for call in range(100):
+                if call == 50:
+                    barrier.wait(timeout=30)
+                seen[index].add(provider.token())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert fake.request_count(**REFRESHES) == 1
+    second = provider.token()
+    assert all(tokens == {first, second} for tokens in seen)
+
+
+def test_force_refresh_refreshes_a_valid_token_once_for_many_threads(
+    fake: FakeGoogle, token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    provider = _provider(token_file, clock, backoff)
+    rejected = provider.token()
+    barrier = threading.Barrier(16)
+    results: list[str] = []
+
+    def work() -> None:
+        assert provider.token() == rejected  # what this connection used
+        barrier.wait(timeout=30)
+        results.append(provider.token(force_refresh=True))
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(results) == 16
+    assert len(set(results)) == 1
+    assert results[0] != rejected
+    assert fake.request_count(**REFRESHES) == 1
+    # A thread still holding the old token gets the new one without a refresh;
+    # once it holds the new one and that is rejected too, it refreshes.
+    assert provider.token(force_refresh=True) == results[0]
+    assert fake.request_count(**REFRESHES) == 1
+    assert provider.token(force_refresh=True) != results[0]
+    assert fake.request_count(**REFRESHES) == 2
+
+
+def test_a_token_refreshed_by_another_process_is_adopted(
+    fake: FakeGoogle, token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    one = _provider(token_file, clock, backoff)
+    two = _provider(token_file, clock, backoff)
+    clock.advance(timedelta(hours=1))
+    token = one.token()
+    assert two.token() == token
+    assert two.expiry == one.expiry
+    assert fake.request_count(**REFRESHES) == 1
+    # A forced refresh does not adopt the very token that was rejected.
+    assert two.token(force_refresh=True) != token
+    assert fake.request_count(**REFRESHES) == 2
+    assert one.token(force_refresh=True) == two.token()
+    assert fake.request_count(**REFRESHES) == 2
+
+
+_CHILD = """
+import sys
+from gmail_xoauth2 import GoogleTokenProvider
+provider = GoogleTokenProvider.from_authorized_user_file(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+print(provider.token(), flush=True)
+"""
+
+
+def test_four_processes_on_one_expired_file_refresh_once(tmp_path: Path) -> None:
+    with FakeGoogle() as fake:  # the real clock: the children use it too
+        fake.add_user(USER)
+        path = fake.write_authorized_user_file(
+            tmp_path / "token.json", USER, expired=True
+        )
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        try:
+            for child in children:
+                assert child.stdout is not None
+                assert child.stdout.readline() == "ready\n"
+            for child in children:
+                assert child.stdin is not None
+                child.stdin.write("go\n")
+                child.stdin.flush()
+            outputs = [child.communicate(timeout=30) for child in children]
+        finally:
+            for child in children:
+                child.kill()
+                child.wait()
+        assert [child.returncode for child in children] == [0, 0, 0, 0], outputs
+        tokens = {out.strip() for out, _ in outputs}
+        assert len(tokens) == 1
+        assert fake.request_count(**REFRESHES) == 1
+        assert json.loads(path.read_text())["token"] == tokens.pop()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_transient_failures_are_retried_with_backoff(
+    fake: FakeGoogle,
+    token_file: Path,
+    clock: ManualClock,
+    backoff: Backoff,
+    sleeps: list[float],
+) -> None:
+    provider = _provider(token_file, clock, backoff)
+    clock.advance(timedelta(hours=1))
+    fake.fail_next(503, count=2)
+    token = provider.token()
+    assert fake.lookup(token) is not None
+    assert sleeps == [0.5, 1.0]
+    assert fake.request_count(**REFRESHES) == 3
+
+
+def test_429_is_retried_too(
+    fake: FakeGoogle,
+    token_file: Path,
+    clock: ManualClock,
+    backoff: Backoff,
+    sleeps: list[float],
+) -> None:
+    provider = _provider(token_file, clock, backoff)
+    clock.advance(timedelta(hours=1))
+    fake.fail_next(429, body={"error": "rate_limit_exceeded"})
+    assert fake.lookup(provider.token()) is not None
+    assert len(sleeps) == 1
+
+
+def test_retries_are_bounded_then_a_retryable_token_error(
+    fake: FakeGoogle,
+    token_file: Path,
+    clock: ManualClock,
+    backoff: Backoff,
+    sleeps: list[float],
+) -> None:
+    provider = _provider(token_file, clock, backoff)
+    clock.advance(timedelta(hours=1))
+    fake.fail_next(500, count=10)
+    with pytest.raises(TokenError) as info:
+        provider.token()
+    assert info.value.retryable is True
+    assert "failed 4 times (HTTP 500)" in str(info.value)
+    assert isinstance(info.value.__cause__, google.auth.exceptions.TransportError)
+    assert len(sleeps) == 3
+    assert fake.request_count(**REFRESHES) == 4
+
+
+def test_a_dead_endpoint_is_a_retryable_token_error(
+    token_file: Path, clock: ManualClock, backoff: Backoff, sleeps: list[float]
+) -> None:
+    provider = _provider(token_file, clock, backoff)
+    clock.advance(timedelta(hours=1))
+    # token_file's fake is still up; point at a port nobody listens on.
+    with LoopbackReceiver() as closed:
+        dead = f"http://127.0.0.1:{closed.port}/token"
+    data = json.loads(token_file.read_text())
+    data["token_uri"] = dead
+    token_file.write_text(json.dumps(data))
+    provider = _provider(token_file, clock, backoff)
+    with pytest.raises(TokenError) as info:
+        provider.token()
+    assert info.value.retryable
+    assert "network error" in str(info.value)
+    assert len(sleeps) == 3
+
+
+def test_invalid_grant_is_token_revoked_with_testing_mode_advice(
+    fake: FakeGoogle,
+    token_file: Path,
+    clock: ManualClock,
+    backoff: Backoff,
+    sleeps: list[float],
+) -> None:
+    provider = _provider(token_file, clock, backoff)
+    fake.revoke(USER)
+    clock.advance(timedelta(hours=1))
+    with pytest.raises(TokenRevokedError) as info:
+        provider.token()
+    message = str(info.value)
+    assert "invalid_grant" in message
+    assert "Testing" in message
+    assert "7 days" in message
+    assert "gmail-xoauth2 authorize" in message
+    assert info.value.retryable is False
+    assert isinstance(info.value.__cause__, google.auth.exceptions.RefreshError)
+    assert sleeps == []
+    assert fake.request_count(**REFRESHES) == 1
+
+
+def test_a_wrong_client_secret_is_a_token_error(
+    fake: FakeGoogle, token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    data = json.loads(token_file.read_text())
+    data["client_secret"] = "GOCSPX-wrong"
+    token_file.write_text(json.dumps(data))
+    provider = _provider(token_file, clock, backoff)
+    clock.advance(timedelta(hours=1))
+    with pytest.raises(TokenError, match=r"invalid_client") as info:
+        provider.token()
+    assert not isinstance(info.value, TokenRevokedError)
+    assert "GOCSPX-wrong" not in str(info.value)
+
+
+def test_a_group_readable_token_file_is_refused(
+    token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    token_file.chmod(0o640)
+    with pytest.raises(InsecureTokenFile, match=rf"chmod 600 {token_file}"):
+        _provider(token_file, clock, backoff)
+
+
+def test_a_plain_http_token_uri_is_refused(
+    token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    data = json.loads(token_file.read_text())
+    data["token_uri"] = "http://token.example.com/token"
+    token_file.write_text(json.dumps(data))
+    with pytest.raises(ConfigurationError, match="https"):
+        _provider(token_file, clock, backoff)
+
+
+def test_a_token_file_without_a_refresh_token_is_refused(
+    token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    data = json.loads(token_file.read_text())
+    del data["refresh_token"]
+    token_file.write_text(json.dumps(data))
+    with pytest.raises(ConfigurationError, match="lacks refresh_token"):
+        _provider(token_file, clock, backoff)
+
+
+def test_service_account_token_via_the_jwt_grant(
+    fake: FakeGoogle, tmp_path: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    key_file = fake.write_service_account_file(tmp_path / "sa.json")
+    provider = GoogleTokenProvider.from_service_account_file(
+        key_file,
+        USER,
+        scopes=(MAIL_SCOPE, IMAP_ADMIN_SCOPE),
+        clock=clock,
+        backoff=backoff,
+    )
+    token = provider.token()
+    info = fake.lookup(token)
+    assert info is not None
+    assert info.email == USER
+    assert info.scopes == frozenset({MAIL_SCOPE, IMAP_ADMIN_SCOPE})
+    assert (
+        fake.request_count(grant_type="urn:ietf:params:oauth:grant-type:jwt-bearer")
+        == 1
+    )
+    assert provider.token() == token
+    clock.advance(timedelta(hours=1))
+    assert provider.token() != token
+    assert repr(provider).startswith(
+        "GoogleTokenProvider(service account mailer@fake-project"
+    )
+    assert f"as {USER}" in repr(provider)
+
+
+def test_service_account_for_an_unknown_user_is_a_plain_token_error(
+    fake: FakeGoogle, tmp_path: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    key_file = fake.write_service_account_file(tmp_path / "sa.json")
+    provider = GoogleTokenProvider.from_service_account_file(
+        key_file, "stranger@example.com", clock=clock, backoff=backoff
+    )
+    with pytest.raises(TokenError, match="subject is a user") as info:
+        provider.token()
+    assert not isinstance(info.value, TokenRevokedError)
+
+
+def test_service_account_argument_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        GoogleTokenProvider.from_service_account_file(tmp_path / "none.json", USER)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "service_account", "private_key": "-----BEGIN oops"}')
+    with pytest.raises(ConfigurationError, match="not a usable service-account"):
+        GoogleTokenProvider.from_service_account_file(bad, USER)
+    with pytest.raises(ConfigurationError, match="subject"):
+        GoogleTokenProvider.from_service_account_file(bad, "")
+
+
+def test_authorize_runs_the_loopback_flow_end_to_end(
+    fake: FakeGoogle, tmp_path: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    fake.add_user("bob@example.com")
+    secrets_file = fake.write_client_secrets_file(tmp_path / "client.json")
+    token_path = tmp_path / "dir" / "token.json"
+    provider = authorize(
+        secrets_file,
+        token_path,
+        login_hint="bob@example.com",
+        open_url=_open,
+        clock=clock,
+        backoff=backoff,
+    )
+    token = provider.token()
+    info = fake.lookup(token)
+    assert info is not None and info.email == "bob@example.com"
+    assert provider.expiry == START + timedelta(seconds=3599)
+    [request] = fake.auth_requests()
+    assert request["access_type"] == "offline"
+    assert request["prompt"] == "consent"
+    assert request["login_hint"] == "bob@example.com"
+    assert request["code_challenge_method"] == "S256"
+    assert request["redirect_uri"].startswith("http://127.0.0.1:")
+    assert fake.request_count(grant_type="authorization_code") == 1
+    assert stat.S_IMODE(token_path.stat().st_mode) == 0o600
+    loaded = google.oauth2.credentials.Credentials.from_authorized_user_file(
+        str(token_path)
+    )
+    assert loaded.token == token
+    assert loaded.refresh_token.startswith("1//")
+    # The saved file keeps working: refresh through it.
+    clock.advance(timedelta(hours=1))
+    again = GoogleTokenProvider.from_authorized_user_file(
+        token_path, clock=clock, backoff=backoff
+    )
+    assert fake.lookup(again.token()).email == "bob@example.com"  # type: ignore[union-attr]
+
+
+def test_authorize_reports_a_refusal(
+    fake: FakeGoogle, tmp_path: Path, clock: ManualClock
+) -> None:
+    secrets_file = fake.write_client_secrets_file(tmp_path / "client.json")
+
+    def deny(url: str) -> None:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+        redirect = query["redirect_uri"][0]
+        state = query["state"][0]
+        _open(f"{redirect}?error=access_denied&state={state}")
+
+    with pytest.raises(
+        TokenError, match=r"not granted in the browser \(access_denied\)"
+    ):
+        authorize(secrets_file, tmp_path / "token.json", open_url=deny, clock=clock)
+    assert not (tmp_path / "token.json").exists()
+
+
+def test_authorize_times_out_without_a_redirect(
+    fake: FakeGoogle, tmp_path: Path
+) -> None:
+    from gmail_xoauth2.errors import Timeout
+
+    secrets_file = fake.write_client_secrets_file(tmp_path / "client.json")
+    with pytest.raises(Timeout, match="no authorization arrived"):
+        authorize(
+            secrets_file, tmp_path / "token.json", open_url=lambda url: None, timeout=0
+        )
+
+
+@pytest.mark.parametrize("flow", ["oob", "urn:ietf:wg:oauth:2.0:oob", "OOB"])
+def test_the_out_of_band_flow_is_refused_with_the_reason(
+    flow: str, tmp_path: Path
+) -> None:
+    with pytest.raises(UnsupportedFlow) as info:
+        authorize(tmp_path / "client.json", tmp_path / "token.json", flow=flow)
+    assert "2022" in str(info.value)
+    assert "loopback" in str(info.value)
+
+
+def test_the_device_flow_is_refused_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedFlow) as info:
+        authorize(tmp_path / "client.json", tmp_path / "token.json", flow="device")
+    assert "rejects Gmail scopes" in str(info.value)
+
+
+def test_a_web_client_secrets_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "client.json"
+    path.write_text(json.dumps({"web": {"client_id": "x", "client_secret": "y"}}))
+    with pytest.raises(ConfigurationError, match="Desktop app"):
+        authorize(path, tmp_path / "token.json", open_url=lambda url: None)
+
+
+def test_without_a_browser_the_url_and_the_ssh_hint_are_printed() -> None:
+    out = io.StringIO()
+    show_url("https://accounts.example/auth?x=1", 8765, False, None, out)
+    text = out.getvalue()
+    assert "    https://accounts.example/auth?x=1\n" in text
+    assert "ssh -L 8765:127.0.0.1:8765" in text
+
+
+def test_the_loopback_receiver_ignores_strays_and_forged_state() -> None:
+    with LoopbackReceiver() as receiver:
+        receiver.start("good-state")
+        base = receiver.redirect_uri
+        for url, status in (
+            (base + "favicon.ico", 404),
+            (base + "?code=c&state=bad-state", 400),
+        ):
+            with pytest.raises(urllib.error.HTTPError) as info:
+                _open(url)
+            assert info.value.code == status
+            info.value.close()
+        _open(base + "?code=c&state=good-state")
+        assert receiver.wait(0) == {"code": "c", "state": "good-state"}
+
+
+def test_bad_arguments(token_file: Path) -> None:
+    with pytest.raises(ConfigurationError, match="refresh_margin"):
+        GoogleTokenProvider.from_authorized_user_file(
+            token_file, refresh_margin=timedelta(hours=2)
+        )
+    with pytest.raises(ConfigurationError, match="refresh_margin"):
+        GoogleTokenProvider.from_authorized_user_file(
+            token_file, refresh_margin=timedelta(seconds=-1)
+        )
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def text(self) -> str:
+        # The message and every extra field (google-auth logs request bodies
+        # and responses as extras).
+        return "\n".join(
+            f"{r.name} {r.getMessage()} {r.__dict__!r}" for r in self.records
+        )
+
+
+@pytest.fixture
+def capture() -> Iterator[_Capture]:
+    handler = _Capture()
+    names = [
+        "",
+        "google",
+        "google_auth_oauthlib",
+        "urllib3",
+        "requests_oauthlib",
+        "oauthlib",
+        "gmail_xoauth2",
+    ]
+    saved = []
+    for name in names:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate))
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        yield handler
+    finally:
+        for logger, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+def _forms(secret: str) -> list[str]:
+    raw = secret.encode()
+    return [
+        secret,
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode(),
+        urllib.parse.quote(secret, safe=""),
+    ]
+
+
+def test_no_secret_in_debug_logs_reprs_or_errors(
+    fake: FakeGoogle,
+    tmp_path: Path,
+    clock: ManualClock,
+    backoff: Backoff,
+    capture: _Capture,
+) -> None:
+    secrets_file = fake.write_client_secrets_file(tmp_path / "client.json")
+    token_path = tmp_path / "token.json"
+    output = io.StringIO()
+    shown: list[str] = []
+    provider = authorize(
+        secrets_file,
+        token_path,
+        login_hint=USER,
+        open_url=_open,
+        output=output,
+        clock=clock,
+        backoff=backoff,
+    )
+    shown.append(repr(provider))
+    provider.token()
+    clock.advance(timedelta(hours=1))
+    fake.fail_next(503)
+    provider.token()  # a full refresh, with one retry
+    provider.token(force_refresh=True)
+    fake.revoke(USER)
+    with pytest.raises(TokenRevokedError) as revoked:
+        provider.token(force_refresh=True)
+    shown += [str(revoked.value), repr(revoked.value), repr(provider)]
+    fake.fail_next(503, count=10)
+    clock.advance(timedelta(hours=1))
+    with pytest.raises(TokenError) as unavailable:
+        _provider(token_path, clock, backoff).token()
+    shown += [str(unavailable.value), repr(unavailable.value), output.getvalue()]
+
+    logged = capture.text()
+    names = {record.name for record in capture.records}
+    # The capture saw the libraries talk, so the search below means something.
+    assert "urllib3.connectionpool" in names
+    assert "google.auth.transport.requests" in names
+    assert "gmail_xoauth2.auth" in names
+    saved = json.loads(token_path.read_text())
+    assert saved["token"] in fake._access
+    secrets = [
+        *fake._access,  # every access token the fake minted
+        *fake._grants,  # every refresh token
+        fake.client_secret,
+    ]
+    assert len(secrets) == 5  # 3 access tokens, 1 refresh token, 1 client secret
+    for secret in secrets:
+        for form in _forms(secret):
+            assert form not in logged
+            for text in shown:
+                assert form not in text
