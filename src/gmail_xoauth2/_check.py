@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from ._tokens import TokenSource
-from .errors import AuthenticationFailed, Error
+from .errors import AuthenticationFailed, ConnectionLost, Error
 
 __all__ = ["CheckResult", "check_login", "describe_error"]
 
@@ -177,46 +177,60 @@ def describe_error(exc: BaseException) -> str:
     only the type and the operating system's text are used.
     """
     if isinstance(exc, AuthenticationFailed):
-        parts = []
-        if exc.status:
-            parts.append(f"status {exc.status}")
+        parts = [f"status {exc.status}"] if exc.status else []
         if exc.scope:
             parts.append(f"scope {exc.scope}")
-        decoded = ", ".join(parts) or "no error challenge"
-        text = exc.server_text.strip()
+        decoded = f" ({', '.join(parts)})" if parts else ""
+        text = exc.server_text.strip() or str(exc)
         return (
-            f"rejected: {decoded}: {text or exc}; the token was refused, check that "
-            "the user matches the authorized account and the scope is "
-            "https://mail.google.com/"
+            f'rejected{decoded}: "{text}"; the server refused the token: check that '
+            "--user is the account you authorized"
         )
     if isinstance(exc, Error):
+        # Library messages say what happened; add what to do about a network cause.
+        cause = _os_cause(exc)
+        if isinstance(exc, ConnectionLost) and cause is not None:
+            advice = _network_advice(cause)
+            return f"{exc}; {advice}" if advice not in str(exc) else str(exc)
         return str(exc)
-    if isinstance(exc, socket.gaierror):
-        return (
-            f"cannot resolve the host name ({exc.strerror or exc}); check the host "
-            "and your network connection"
-        )
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused; check the host and port"
-    if isinstance(exc, TimeoutError):
-        return "no answer in time; check your network connection and the port"
-    ssl_error = _ssl_error_text(exc)
-    if ssl_error:
-        return ssl_error
     if isinstance(exc, OSError):
-        return (
-            f"network error ({exc.strerror or type(exc).__name__}); check your "
-            "network connection"
-        )
+        return f"{_network_problem(exc)}; {_network_advice(exc)}"
     return f"unexpected {type(exc).__name__}; run again, and report it if it persists"
 
 
-def _ssl_error_text(exc: BaseException) -> str:
-    if not isinstance(exc, ssl.SSLError):
-        return ""
+def _os_cause(exc: BaseException) -> OSError | None:
+    """The operating-system error behind ``exc``, following its chain."""
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and not isinstance(cause, Error):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _network_problem(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (
-            f"the server's TLS certificate could not be verified "
-            f"({exc.verify_message}); pass --cafile PEM if it uses a private CA"
-        )
-    return f"TLS failed ({exc.reason or exc}); check the port and --starttls"
+        return f"the server's TLS certificate did not verify ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or type(exc).__name__})"
+    return f"network error ({exc.strerror or type(exc).__name__})"
+
+
+def _network_advice(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return "check the host name and your network connection"
+    if isinstance(exc, ConnectionRefusedError):
+        return "check the host and port"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "pass --cafile PEM if the server uses a private CA"
+    if isinstance(exc, ssl.SSLError):
+        return "check the port and --starttls"
+    return "check your network connection and the port"

@@ -15,6 +15,7 @@ import pytest
 
 from gmail_xoauth2 import cli
 from gmail_xoauth2._store import format_expiry
+from gmail_xoauth2.testing.gmail import FakeGmail
 from gmail_xoauth2.testing.google import FakeGoogle
 
 USER = "alice@example.com"
@@ -71,7 +72,9 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     import gmail_xoauth2
 
     assert cli.main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"gmail-xoauth2 {gmail_xoauth2.__version__}"
+    assert (
+        capsys.readouterr().out.strip() == f"gmail-xoauth2 {gmail_xoauth2.__version__}"
+    )
 
 
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
@@ -263,3 +266,184 @@ def test_token_file_is_never_echoed_in_errors(
     for secret in (SECRET_TOKEN, "never-printed"):
         assert secret not in captured.err
     assert os.stat(path).st_mode & 0o777 == 0o604
+
+
+# --- refresh, revoked tokens, authorize -----------------------------------------------
+
+
+def test_token_refreshes_an_expired_file_and_saves_it(
+    google: FakeGoogle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = google.write_authorized_user_file(tmp_path / "t.json", USER, expired=True)
+    old = json.loads(path.read_text())["token"]
+    assert cli.main(["token", "--token-file", str(path)]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed != old
+    assert google.lookup(printed) is not None
+    assert json.loads(path.read_text())["token"] == printed
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert google.request_count("/token", grant_type="refresh_token") == 1
+    # The next call is served from the file.
+    assert cli.main(["token", "--token-file", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == printed
+    assert google.request_count("/token", grant_type="refresh_token") == 1
+
+
+def test_revoked_refresh_token_says_to_authorize_again(
+    google: FakeGoogle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = google.write_authorized_user_file(tmp_path / "t.json", USER, expired=True)
+    google.revoke(USER)
+    assert cli.main(["token", "--token-file", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "invalid_grant" in captured.err
+    assert "7 days" in captured.err
+    assert "gmail-xoauth2 authorize" in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_unreachable_token_endpoint_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_token_file(tmp_path / "t.json", valid_for=timedelta(minutes=-5))
+    assert cli.main(["token", "--token-file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gmail-xoauth2: error: ")
+    assert err.count("\n") == 1
+    assert "never-printed" not in err and SECRET_TOKEN not in err
+
+
+def test_authorize_runs_the_loopback_flow(
+    google: FakeGoogle,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import webbrowser
+
+    import requests
+
+    visited: list[str] = []
+
+    def browser(url: str, *args: object, **kwargs: object) -> bool:
+        visited.append(url)
+        requests.get(url, timeout=10).close()  # consents and follows the redirect
+        return True
+
+    monkeypatch.setattr(webbrowser, "open", browser)
+    secrets = google.write_client_secrets_file(tmp_path / "client.json")
+    token_file = tmp_path / "sub" / "t.json"
+    argv = ["authorize", "--client-secrets", str(secrets), "--token-file"]
+    assert cli.main([*argv, str(token_file), "--user", USER]) == 0
+    assert len(visited) == 1
+    assert google.auth_requests()[0]["login_hint"] == USER
+    assert os.stat(token_file).st_mode & 0o777 == 0o600
+    data = json.loads(token_file.read_text())
+    assert google.lookup(data["token"]).email == USER  # type: ignore[union-attr]
+    out = capsys.readouterr().out
+    assert out.startswith(f"Saved {token_file} (mode 0600).")
+    assert data["token"] not in out and data["refresh_token"] not in out
+
+
+def test_authorize_without_client_secrets_says_where_to_get_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["authorize", "--client-secrets", str(tmp_path / "nope.json")]
+    assert cli.main([*argv, "--token-file", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Google Cloud console" in err
+
+
+# --- check -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gmail() -> Iterator[FakeGmail]:
+    with FakeGmail(users=(USER, "bob@example.com")) as fake:
+        yield fake
+
+
+def check_argv(gmail: FakeGmail, token_file: Path, *extra: str) -> list[str]:
+    return [
+        "check",
+        "--token-file",
+        str(token_file),
+        "--host",
+        gmail.host,
+        "--pop-port",
+        str(gmail.pop_port),
+        "--smtp-port",
+        str(gmail.smtp_port),
+        "--cafile",
+        gmail.ca_file,
+        *extra,
+    ]
+
+
+def test_check_pop_and_smtp_ok(
+    gmail: FakeGmail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
+    argv = check_argv(gmail, path, "--user", USER, "--pop", "--smtp")
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].split()[:5] == ["pop", "ok", "XOAUTH2", "1", "round"]
+    assert lines[0].endswith(f"{gmail.host}:{gmail.pop_port}")
+    # EHLO, then AUTH with the initial response.
+    assert lines[1].split()[:5] == ["smtp", "ok", "XOAUTH2", "2", "round"]
+
+
+def test_check_oauthbearer_over_starttls(
+    gmail: FakeGmail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
+    argv = check_argv(gmail, path, "--user", USER, "--smtp", "--starttls")
+    argv[argv.index("--smtp-port") + 1] = str(gmail.submission_port)
+    assert cli.main([*argv, "--mechanism", "OAUTHBEARER"]) == 0
+    assert capsys.readouterr().out.split()[:3] == ["smtp", "ok", "OAUTHBEARER"]
+
+
+def test_check_reports_the_decoded_rejection(
+    gmail: FakeGmail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Alice's token, presented as Bob: Gmail's error challenge, then -ERR.
+    path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
+    argv = check_argv(gmail, path, "--user", "bob@example.com", "--pop")
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["pop", "failed", "XOAUTH2"]
+    assert out[1].strip() == (
+        'rejected (status 400, scope https://mail.google.com/): "-ERR [AUTH] Invalid '
+        'credentials."; the server refused the token: check that --user is the '
+        "account you authorized"
+    )
+    token = json.loads(path.read_text())["token"]
+    assert token not in "\n".join(out)
+
+
+def test_check_without_the_ca_reports_the_certificate(
+    gmail: FakeGmail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
+    argv = check_argv(gmail, path, "--user", USER, "--smtp")
+    del argv[argv.index("--cafile") : argv.index("--cafile") + 2]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["smtp", "failed", "XOAUTH2", "0"]
+    assert "certificate" in out[1]
+
+
+def test_check_refused_port(
+    gmail: FakeGmail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
+    argv = check_argv(gmail, path, "--user", USER, "--pop")
+    argv[argv.index("--pop-port") + 1] = "9"
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:2] == ["pop", "failed"]
+    assert out[1].strip().startswith("could not connect")
+    assert out[1].endswith("; check the host and port")
