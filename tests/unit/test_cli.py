@@ -46,7 +46,7 @@ def google() -> Iterator[FakeGoogle]:
         yield fake
 
 
-# --- parsing -------------------------------------------------------------------------
+# --- parsing ---
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,7 +85,7 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     assert "demo" in out
 
 
-# --- token and string ----------------------------------------------------------------
+# --- token and string ---
 
 
 def test_token_prints_a_cached_token(
@@ -203,7 +203,7 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (0, SECRET_TOKEN + "\n")
 
 
-# --- revoke ---------------------------------------------------------------------------
+# --- revoke ---
 
 
 def test_revoke_uri_sits_beside_the_token_uri() -> None:
@@ -268,7 +268,7 @@ def test_token_file_is_never_echoed_in_errors(
     assert os.stat(path).st_mode & 0o777 == 0o604
 
 
-# --- refresh, revoked tokens, authorize -----------------------------------------------
+# --- refresh, revoked tokens, authorize ---
 
 
 def test_token_refreshes_an_expired_file_and_saves_it(
@@ -356,7 +356,7 @@ def test_authorize_without_client_secrets_says_where_to_get_them(
     assert "does not exist" in err and "Google Cloud console" in err
 
 
-# --- check -----------------------------------------------------------------------------
+# --- check ---
 
 
 @pytest.fixture
