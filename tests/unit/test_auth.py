@@ -311,9 +311,8 @@ def test_retries_are_bounded_then_a_retryable_token_error(
 def test_a_dead_endpoint_is_a_retryable_token_error(
     token_file: Path, clock: ManualClock, backoff: Backoff, sleeps: list[float]
 ) -> None:
-    provider = _provider(token_file, clock, backoff)
     clock.advance(timedelta(hours=1))
-    # token_file's fake is still up; point at a port nobody listens on.
+    # Point the file at a port nobody listens on any more.
     with LoopbackReceiver() as closed:
         dead = f"http://127.0.0.1:{closed.port}/token"
     data = json.loads(token_file.read_text())
