@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--attach", action="append", type=Path, default=[])
     parser.add_argument("--host", default=GMAIL_SMTP_HOST)
     parser.add_argument("--port", type=int, default=465, help="465 (TLS) or 587")
+    parser.add_argument(
+        "--starttls", action="store_true", help="STARTTLS (implied by port 587)"
+    )
     parser.add_argument("--cafile", help="also trust this CA (for a test server)")
     args = parser.parse_args()
     if not args.token_file or not args.user:
@@ -56,8 +59,16 @@ def main() -> None:
     tokens = GoogleTokenProvider.from_authorized_user_file(args.token_file)
     msg = build_message(args.user, args.to, args.subject, args.body, args.attach)
 
-    # Port 587 means STARTTLS; the token is sent only after TLS is up.
-    with SMTP(args.user, tokens, args.host, args.port, ssl_context=context) as smtp:
+    # starttls=None: STARTTLS on port 587, implicit TLS otherwise. Either way the
+    # token is sent only after TLS is up.
+    with SMTP(
+        args.user,
+        tokens,
+        args.host,
+        args.port,
+        starttls=True if args.starttls else None,
+        ssl_context=context,
+    ) as smtp:
         smtp.send_message(msg)
     names = ", ".join(path.name for path in args.attach) or "no attachment"
     print(f"Sent {args.subject!r} to {', '.join(args.to)} ({names})")
