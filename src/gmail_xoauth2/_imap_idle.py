@@ -182,7 +182,7 @@ class Idler:
             )
             if renew_first:
                 wait = until_renew
-            if not imap._wait_readable(wait):
+            if not imap.wait_readable(wait):
                 waited = not renew_first
                 continue
             self._guarded(self._read_one)

@@ -1,0 +1,115 @@
+"""IMAP4.idle(): Python 3.14's interface, renewed in time, across session ends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from gmail_xoauth2._backoff import Backoff
+from gmail_xoauth2.imap import IMAP4
+from gmail_xoauth2.testing.clock import ManualClock
+from gmail_xoauth2.testing.gmail import FakeGmail
+
+ALICE = "alice@example.com"
+
+
+def message(n: int) -> bytes:
+    return f"From: bob@example.com\r\nSubject: {n}\r\n\r\nbody {n}\r\n".encode()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def gmail(clock: ManualClock) -> Iterator[FakeGmail]:
+    with FakeGmail(clock=clock) as fake:
+        yield fake
+
+
+@pytest.fixture
+def imap(gmail: FakeGmail, clock: ManualClock) -> Iterator[IMAP4]:
+    m = IMAP4(
+        ALICE,
+        gmail.token_provider(ALICE, clock=clock),
+        gmail.host,
+        gmail.imap_port,
+        ssl_context=gmail.ssl_context(),
+        clock=clock,
+        backoff=Backoff(sleep=lambda _: None),
+        timeout=10,
+    )
+    m.select("INBOX")
+    yield m
+    m.logout()
+
+
+def verbs(gmail: FakeGmail) -> list[tuple[int, bytes]]:
+    """(connection, verb) of every client command line."""
+    out = []
+    for line in gmail.transcript("imap"):
+        parts = line.data.split(b" ")
+        if line.direction == "C":
+            verb = parts[1].upper() if len(parts) > 1 else parts[0].upper()
+            out.append((line.conn_id, verb))
+    return out
+
+
+def test_idle_yields_exists_when_mail_arrives(gmail: FakeGmail, imap: IMAP4) -> None:
+    with imap.idle() as idler:
+        gmail.deliver(ALICE, message(1))
+        assert next(idler) == ("EXISTS", b"1")
+    assert imap.state == "SELECTED"
+    seen = [verb for _, verb in verbs(gmail)]
+    assert seen[-2:] == [b"IDLE", b"DONE"]
+    assert imap.noop()[0] == "OK"  # the connection is usable after IDLE
+
+
+def test_idle_survives_the_server_ending_the_session(
+    gmail: FakeGmail, imap: IMAP4
+) -> None:
+    with imap.idle() as idler:
+        gmail.deliver(ALICE, message(1))
+        assert next(idler) == ("EXISTS", b"1")
+        gmail.end_sessions(ALICE, "imap")
+        gmail.deliver(ALICE, message(2))
+        assert next(idler) == ("EXISTS", b"2")
+    idles = [conn for conn, verb in verbs(gmail) if verb == b"IDLE"]
+    assert len(set(idles)) == 2  # IDLE again on the new connection
+    assert imap.reconnects == 1
+
+
+def test_idle_is_renewed_before_29_minutes(
+    gmail: FakeGmail, imap: IMAP4, clock: ManualClock
+) -> None:
+    with imap.idle() as idler:
+        clock.advance(timedelta(minutes=27))
+        gmail.deliver(ALICE, message(1))
+        assert next(idler) == ("EXISTS", b"1")
+    seen = [verb for _, verb in verbs(gmail)]
+    assert seen[-4:] == [b"IDLE", b"DONE", b"IDLE", b"DONE"]
+    assert imap.reconnects == 0
+
+
+def test_idle_duration_ends_the_iteration(gmail: FakeGmail, imap: IMAP4) -> None:
+    with imap.idle(duration=0) as idler:
+        assert list(idler) == []
+
+
+def test_burst_collects_responses_that_arrive_together(
+    gmail: FakeGmail, imap: IMAP4
+) -> None:
+    with imap.idle() as idler:
+        gmail.deliver(ALICE, message(1))
+        gmail.deliver(ALICE, message(2))
+        batch = list(idler.burst(interval=0.2))
+    assert [typ for typ, _ in batch] == ["EXISTS", "EXISTS"]
+    assert batch[-1] == ("EXISTS", b"2")
+
+
+def test_commands_are_refused_while_idling(gmail: FakeGmail, imap: IMAP4) -> None:
+    with imap.idle(), pytest.raises(imap.error, match="IDLING"):
+        imap.noop()
