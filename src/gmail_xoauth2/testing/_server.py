@@ -135,13 +135,18 @@ class _Fault:
     remaining: int
 
 
+def _matches(armed: str, verb: str) -> bool:
+    # "*" is any command; the greeting is not a command.
+    return armed == verb or (armed == "*" and verb != "GREETING")
+
+
 class Faults:
     """Faults armed by tests and consulted by the servers before every command.
 
     Commands are matched case-insensitively on the verb the protocol server
     names (``"AUTH"``, ``"DATA"``, ``"RETR"``, ``"APPEND"``, ``"UID FETCH"``...),
     or the pseudo-command ``"GREETING"`` for the server's first line; ``"*"``
-    matches any command.
+    matches any command but the greeting.
     """
 
     def __init__(self) -> None:
@@ -209,14 +214,14 @@ class Faults:
         hold: threading.Event | None = None
         with self._lock:
             for armed in self._faults:
-                if armed.protocol == protocol and armed.command in (verb, "*"):
+                if armed.protocol == protocol and _matches(armed.command, verb):
                     armed.remaining -= 1
                     if armed.remaining == 0:
                         self._faults.remove(armed)
                     fault = armed
                     break
             for entry in self._holds:
-                if entry[0] == protocol and entry[1] in (verb, "*"):
+                if entry[0] == protocol and _matches(entry[1], verb):
                     self._holds.remove(entry)
                     hold = entry[2]
                     break
