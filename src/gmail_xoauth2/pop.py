@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import poplib
-import select
 import socket
 import ssl
 import sys
@@ -14,19 +12,26 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
 
-from . import sasl
 from ._backoff import Backoff
 from ._constants import GMAIL_POP_HOST, POP_SESSION_LIMIT
+from ._mailconn import (
+    MECHANISMS,
+    Dead,
+    initial_response,
+    peer_closed,
+    reconnect,
+    too_many_message,
+)
+from ._pop_policy import Maildrop
+from ._pop_sasl import SESSION_ENDED, authenticate
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
     AuthenticationFailed,
-    ChallengeDecodeError,
     ConfigurationError,
     ConnectionLost,
     Error,
     InsecureConnection,
-    ProtocolError,
     Timeout,
     TooManyConnections,
 )
@@ -39,19 +44,8 @@ _T = TypeVar("_T")
 _LongResp: TypeAlias = tuple[bytes, list[bytes], int]
 _Capabilities: TypeAlias = dict[str, list[str]]
 
-_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 _REDACTED = b"<redacted>"
-# RFC 7628 section 3.2.3: after an error challenge an OAUTHBEARER client sends ^A.
-_ABORT = {"XOAUTH2": b"", "OAUTHBEARER": base64.b64encode(sasl.OAUTHBEARER_ABORT)}
-# RFC 3206 response codes that mean the server ended the session, not the command.
-_SESSION_ENDED = (b"[SYS/TEMP]", b"SESSION EXPIRED", b"SHUTTING DOWN")
-# RFC 3206 codes and texts that mean the credentials (not the syntax) were refused.
-_AUTH_REFUSED = (b"[AUTH]", b"CREDENTIALS", b"AUTHENTICATION FAILED")
 _TOO_MANY = b"TOO MANY SIMULTANEOUS CONNECTIONS"
-
-
-class _Dead(Exception):
-    """Internal: the connection died (EOF, reset, a session-ending reply)."""
 
 
 class POP3(poplib.POP3):
@@ -116,7 +110,7 @@ class POP3(poplib.POP3):
         backoff: Backoff | None = None,
     ) -> None:
         mechanism = mechanism.upper()
-        if mechanism not in _MECHANISMS:
+        if mechanism not in MECHANISMS:
             raise ConfigurationError(
                 f"mechanism must be 'XOAUTH2' or 'OAUTHBEARER', not {mechanism!r}"
             )
@@ -136,13 +130,11 @@ class POP3(poplib.POP3):
         self._secrets: list[bytes] = []
         self._two_line = False
         self._deferred_logged = False
-        self._pending: set[str] = set()
-        self._stat_seen: tuple[int, int] | None = None
-        self._uids_seen: dict[int, bytes] = {}
+        self._maildrop = Maildrop()
         self._capabilities: _Capabilities = {}
         try:
             self._connect()
-        except _Dead as exc:
+        except Dead as exc:
             raise ConnectionLost(
                 f"could not connect to the POP3 server {host}:{port}: {exc}"
             ) from exc
@@ -180,8 +172,8 @@ class POP3(poplib.POP3):
             self._abandon()
             line = exc.args[0] if isinstance(exc.args[0], bytes) else b""
             if _TOO_MANY in line.upper():
-                raise TooManyConnections(_too_many_message("POP3", line)) from exc
-            raise _Dead(f"the server refused the connection: {_text(exc)}") from exc
+                raise TooManyConnections(too_many_message("POP3", _text(line))) from exc
+            raise Dead(f"the server refused the connection: {_text(exc)}") from exc
         self._debugging = debugging
         self._connected = True
         self._capabilities = {}
@@ -246,7 +238,7 @@ class POP3(poplib.POP3):
                 self._open()
             try:
                 self._authenticate(token)
-            except _Dead:
+            except Dead:
                 # The server closed the connection after the first rejection.
                 self._abandon()
                 self._open()
@@ -255,64 +247,22 @@ class POP3(poplib.POP3):
         self._deferred_logged = False
 
     def _authenticate(self, token: str) -> None:
-        """Run the SASL exchange (RFC 5034) on the open connection."""
-        if self._mechanism == "XOAUTH2":
-            raw = sasl.xoauth2_response(self._user, token)
-        else:
-            raw = sasl.oauthbearer_response(
-                self._user, token, host=self.host, port=self.port
-            )
-        initial = base64.b64encode(raw)
-        self._secrets = [initial, token.encode()]
-        command = f"AUTH {self._mechanism}"
-        with self._wire("AUTH"):
-            if not self._two_line:
-                # Gmail's form: the initial response on the AUTH line, one round trip.
-                self._putcmd(f"{command} {initial.decode('ascii')}")
-                line = self._read_line()
-                if not (line.startswith(b"-ERR") and _is_syntax_refusal(line)):
-                    self._finish_auth(line)
-                    return
-                _log.debug("server refused the one-line AUTH; using the two-line form")
-                self._two_line = True
-            self._putcmd(command)
-            line = self._read_line()
-            if line.rstrip() != b"+":
-                self._refused(line, None)
-            self._putline(initial)
-            self._finish_auth(self._read_line())
-
-    def _finish_auth(self, line: bytes) -> None:
-        if line.startswith(b"+OK"):
-            _log.debug("POP3 %s login accepted for %s", self._mechanism, self._user)
-            return
-        challenge: sasl.ErrorChallenge | None = None
-        if line == b"+" or line.startswith(b"+ "):
-            # poplib would take this for +OK: it is Gmail's error challenge, which
-            # must be answered (empty line, or ^A for OAUTHBEARER) before the -ERR.
-            challenge = _decode_challenge(line[1:])
-            self._putline(_ABORT[self._mechanism])
-            line = self._read_line()
-            if line.startswith(b"+"):
-                raise ProtocolError(
-                    "POP3 server sent a second continuation after the error challenge"
-                )
-        self._refused(line, challenge)
-
-    def _refused(self, line: bytes, challenge: sasl.ErrorChallenge | None) -> None:
-        text = _text(line)
-        if _TOO_MANY in line.upper():
-            raise TooManyConnections(_too_many_message("POP3", line))
-        status = challenge.status if challenge else None
-        raise AuthenticationFailed(
-            f"POP3 server {self.host} rejected {self._mechanism} for {self._user}: "
-            f"{text}" + (f" (status {status})" if status else ""),
-            protocol="pop",
-            mechanism=self._mechanism,
-            status=status,
-            scope=challenge.scope if challenge else None,
-            server_text=text,
+        """Run the SASL exchange on the open connection."""
+        initial = initial_response(
+            self._mechanism, self._user, token, host=self.host, port=self.port
         )
+        self._secrets = [initial, token.encode()]
+        with self._wire("AUTH"):
+            self._two_line = authenticate(
+                send_command=self._putcmd,
+                send_line=self._putline,
+                read_line=self._read_line,
+                mechanism=self._mechanism,
+                initial=initial,
+                host=self.host,
+                two_line=self._two_line,
+            )
+        _log.debug("POP3 %s login accepted for %s", self._mechanism, self._user)
 
     def _read_line(self) -> bytes:
         line, _ = self._getline()
@@ -375,14 +325,14 @@ class POP3(poplib.POP3):
             ) from exc
         except (OSError, EOFError) as exc:
             self._abandon()
-            raise _Dead(f"{type(exc).__name__} during {doing}") from exc
+            raise Dead(f"{type(exc).__name__} during {doing}") from exc
         except poplib.error_proto as exc:
             if _is_eof(exc):
                 self._abandon()
-                raise _Dead(f"the server closed the connection during {doing}") from exc
+                raise Dead(f"the server closed the connection during {doing}") from exc
             if _ends_session(exc):
                 self._abandon()
-                raise _Dead(f"the server ended the session: {_text(exc)}") from exc
+                raise Dead(f"the server ended the session: {_text(exc)}") from exc
             raise
 
     def _abandon(self) -> None:
@@ -394,17 +344,7 @@ class POP3(poplib.POP3):
             pass
 
     def _peer_closed(self) -> bool:
-        """True when the server sent something unasked (POP never does) or closed."""
-        if not self._connected:
-            return True
-        sock = self.sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return True
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
+        return not self._connected or peer_closed(self.sock)
 
     # -- reconnecting --------------------------------------------------------
 
@@ -418,67 +358,33 @@ class POP3(poplib.POP3):
             reason,
         )
         self._abandon()
-        delays = self._backoff.delays()
-        attempts = 1
-        while True:
-            try:
-                self._connect()
-                return
-            except (_Dead, Timeout) as exc:
-                self._abandon()
-                if next(delays, None) is None:
-                    raise ConnectionLost(
-                        f"could not reconnect to the POP3 server {self.host}:"
-                        f"{self.port} after {attempts} attempts: {exc}"
-                    ) from exc
-                attempts += 1
-                _log.info("POP3 server unavailable (%s); trying again", exc)
-            except BaseException:
-                self._abandon()
-                raise
+        reconnect(
+            self._connect,
+            self._abandon,
+            self._backoff,
+            where=f"the POP3 server {self.host}:{self.port}",
+        )
 
     def _retire(self) -> None:
         """End a healthy session politely before replacing it (nothing pending)."""
         try:
             with self._wire("QUIT"):
                 self._shortcmd("QUIT")
-        except (_Dead, Timeout, poplib.error_proto):
+        except (Dead, Timeout, poplib.error_proto):
             pass
         self._abandon()
 
-    def _lost_deletions(self, cause: str) -> ConnectionLost:
-        marked = ", ".join(sorted(self._pending, key=_number_key))
-        count = len(self._pending)
-        self._pending.clear()
-        self._forget_listing()
-        return ConnectionLost(
-            f"{cause}: the {count} deletion(s) marked with DELE (message(s) {marked}) "
-            "were NOT applied and those messages are still on the server; POP3 "
-            "applies deletions only when the server answers QUIT (RFC 1939). The "
-            "next call reconnects; mark them again, then call quit()."
-        )
-
     def _before_command(self) -> None:
         """At a command boundary: replace a dead or expiring connection."""
-        if not self._connected:
-            if self._pending:
-                raise self._lost_deletions("the connection was closed before QUIT")
-            if not self._reconnect:
-                raise ConnectionLost(
-                    "the POP3 connection is closed and reconnect=False"
-                )
-            self._reestablish("the previous connection was closed")
-        elif self._peer_closed():
+        if self._peer_closed():
             self._abandon()
-            if self._pending:
-                raise self._lost_deletions("the server closed the connection")
+            if self._maildrop.pending:
+                raise self._maildrop.lost("the connection was closed before QUIT")
             if not self._reconnect:
-                raise ConnectionLost(
-                    "the POP3 server closed the connection and reconnect=False"
-                )
+                raise ConnectionLost("the POP3 connection is closed; reconnect=False")
             self._reestablish("the server closed the connection")
         elif self._reconnect and self._deadline.due():
-            if self._pending:
+            if self._maildrop.pending:
                 # Replacing the session would silently drop the marks, and
                 # committing them early would take the choice (RSET) away: keep
                 # the session until quit(); if the server ends it first, the
@@ -500,11 +406,9 @@ class POP3(poplib.POP3):
         try:
             with self._wire(what):
                 return call()
-        except _Dead as exc:
-            if self._pending:
-                raise self._lost_deletions(
-                    f"the connection died during {what}"
-                ) from exc
+        except Dead as exc:
+            if self._maildrop.pending:
+                raise self._maildrop.lost(f"the connection died during {what}") from exc
             if not self._reconnect:
                 raise ConnectionLost(
                     f"the connection to the POP3 server died during {what}: {exc}"
@@ -514,50 +418,28 @@ class POP3(poplib.POP3):
             self._check_numbering(number)
             with self._wire(what):
                 return call()
-        except _Dead as exc:
+        except Dead as exc:
             raise ConnectionLost(
                 f"the connection to the POP3 server died again during {what} "
                 f"after reconnecting: {exc}"
             ) from exc
 
-    def _forget_listing(self) -> None:
-        self._stat_seen = None
-        self._uids_seen.clear()
+    def _check_numbering(self, which: Any) -> None:
+        def uid_now(n: int) -> bytes:
+            try:
+                return poplib.POP3.uidl(self, n).split()[-1]
+            except poplib.error_proto:
+                return b""
 
-    def _check_numbering(self, number: Any) -> None:
-        """Before repeating a numbered command on a new session, check the number.
-
-        POP numbers messages afresh in every session (RFC 1939 section 5); if the
-        maildrop changed meanwhile, message ``n`` may be another message.
-        """
-        if number is None:
-            return
-        n = _number_key(str(number))
         with self._wire("UIDL"):
-            if n in self._uids_seen:
-                try:
-                    now = poplib.POP3.uidl(self, n).split()[-1]
-                except poplib.error_proto:
-                    now = b""
-                same = now == self._uids_seen[n]
-            elif self._stat_seen is not None:
-                same = poplib.POP3.stat(self) == self._stat_seen
-            else:
-                return
-        if not same:
-            self._forget_listing()
-            raise ConnectionLost(
-                f"the POP3 session was replaced and the mailbox changed meanwhile, "
-                f"so message {n} may now be another message; the command was not "
-                "repeated. Call stat() or uidl() again."
-            )
+            self._maildrop.check_number(which, uid_now, lambda: poplib.POP3.stat(self))
 
     # -- the stdlib commands, made to survive session ends --------------------
 
     def stat(self) -> tuple[int, int]:
         """STAT, repeated once on a new connection if this one died."""
         result = self._run("STAT", lambda: poplib.POP3.stat(self))
-        self._stat_seen = result
+        self._maildrop.saw_stat(result)
         return result
 
     def list(self, which: Any | None = None) -> _LongResp:
@@ -584,13 +466,12 @@ class POP3(poplib.POP3):
         """UIDL, repeated once on a new connection if this one died."""
         if which is None:
             full = self._run("UIDL", lambda: poplib.POP3.uidl(self))
-            self._uids_seen = dict(_parse_uid(line) for line in full[1])
+            self._maildrop.saw_uids(full[1], complete=True)
             return full
         one = self._run(
             f"UIDL {which}", lambda: poplib.POP3.uidl(self, which), number=which
         )
-        n, uid = _parse_uid(one.split(None, 1)[1])
-        self._uids_seen[n] = uid
+        self._maildrop.saw_uids([one.split(None, 1)[1]], complete=False)
         return one
 
     def noop(self) -> bytes:
@@ -610,12 +491,12 @@ class POP3(poplib.POP3):
         resp = self._run(
             f"DELE {which}", lambda: poplib.POP3.dele(self, which), number=which
         )
-        self._pending.add(str(which))
+        self._maildrop.pending.add(str(which))
         return resp
 
     def rset(self) -> bytes:
         """Unmark every pending deletion (a lost session unmarks them too)."""
-        self._pending.clear()
+        self._maildrop.pending.clear()
         return self._run("RSET", lambda: poplib.POP3.rset(self))
 
     def quit(self) -> bytes:
@@ -626,33 +507,23 @@ class POP3(poplib.POP3):
                 confirm QUIT (``outcome_unknown`` is True when QUIT was sent).
             poplib.error_proto: the server answered QUIT with ``-ERR``.
         """
-        pending = bool(self._pending)
+        pending = bool(self._maildrop.pending)
         if self._peer_closed():
             self._abandon()
             if pending:
-                raise self._lost_deletions("the connection was closed before QUIT")
-            self._forget_listing()
+                raise self._maildrop.lost("the connection was closed before QUIT")
+            self._maildrop.forget()
             return b"+OK connection already closed; no deletions were pending"
         try:
             with self._wire("QUIT"):
                 resp = self._shortcmd("QUIT")
-        except (_Dead, Timeout) as exc:
+        except (Dead, Timeout) as exc:
             self._abandon()
-            if not pending:
-                self._forget_listing()
-                return b"+OK connection already closed; no deletions were pending"
-            count = len(self._pending)
-            self._pending.clear()
-            self._forget_listing()
-            raise ConnectionLost(
-                f"the connection closed before the server confirmed QUIT, so the "
-                f"{count} deletion(s) marked with DELE may not have been applied "
-                "(POP3 applies them only when it answers QUIT with +OK, RFC 1939); "
-                "check with uidl() on a new connection before deleting again",
-                outcome_unknown=True,
-            ) from exc
-        self._pending.clear()
-        self._forget_listing()
+            if pending:
+                raise self._maildrop.unconfirmed() from exc
+            self._maildrop.forget()
+            return b"+OK connection already closed; no deletions were pending"
+        self._maildrop.forget()
         self._abandon()
         return resp
 
@@ -672,13 +543,13 @@ class POP3(poplib.POP3):
         if exc_type is None:
             self.quit()
             return False
-        if self._pending:
+        if self._maildrop.pending:
             # The block failed: committing its deletions is not safe to assume.
             _log.warning(
                 "the with block raised; %d pending POP3 deletion(s) not applied",
-                len(self._pending),
+                len(self._maildrop.pending),
             )
-            self._pending.clear()
+            self._maildrop.pending.clear()
             self._abandon()
             return False
         try:
@@ -710,38 +581,4 @@ def _is_eof(exc: poplib.error_proto) -> bool:
 
 def _ends_session(exc: poplib.error_proto) -> bool:
     line = exc.args[0] if exc.args else b""
-    return isinstance(line, bytes) and any(m in line.upper() for m in _SESSION_ENDED)
-
-
-def _is_syntax_refusal(line: bytes) -> bool:
-    """A ``-ERR`` to the one-line AUTH that refuses its syntax, not the token."""
-    upper = line.upper()
-    return not any(m in upper for m in (*_AUTH_REFUSED, _TOO_MANY, *_SESSION_ENDED))
-
-
-def _decode_challenge(data: bytes) -> sasl.ErrorChallenge | None:
-    try:
-        return sasl.decode_error_challenge(data)
-    except ChallengeDecodeError:
-        _log.debug("POP3 error challenge is not base64 JSON; answering it anyway")
-        return None
-
-
-def _too_many_message(protocol: str, line: bytes) -> str:
-    return (
-        f"the {protocol} server refused another connection ({_text(line)}): Gmail "
-        "allows about 15 simultaneous connections per user, shared by every mail "
-        "client of the account; close some and try again"
-    )
-
-
-def _number_key(which: str) -> int:
-    try:
-        return int(which)
-    except ValueError:
-        return -1
-
-
-def _parse_uid(line: bytes) -> tuple[int, bytes]:
-    number, _, uid = line.partition(b" ")
-    return _number_key(number.decode("ascii", "replace")), uid.strip()
+    return isinstance(line, bytes) and any(m in line.upper() for m in SESSION_ENDED)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import logging
-import select
 import smtplib
 import socket
 import ssl
@@ -14,14 +12,22 @@ from email.message import Message
 from types import TracebackType
 from typing import Any
 
-from . import sasl
 from ._backoff import Backoff
 from ._constants import GMAIL_SMTP_HOST
+from ._mailconn import (
+    ABORT,
+    MECHANISMS,
+    Dead,
+    decode_challenge,
+    initial_response,
+    peer_closed,
+    reconnect,
+    too_many_message,
+)
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
     AuthenticationFailed,
-    ChallengeDecodeError,
     ConfigurationError,
     ConnectionLost,
     DeliveryUnknown,
@@ -36,21 +42,13 @@ __all__ = ["SMTP"]
 
 _log = logging.getLogger(__name__)
 
-_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 _SUBMISSION_PORT = 587
 _REDACTED = "<redacted>"
-# The empty response (XOAUTH2, Google's "OAuth 2.0 Mechanism" page) or ^A
-# (OAUTHBEARER, RFC 7628 section 3.2.3) that answers an error challenge.
-_ABORT = {"XOAUTH2": "", "OAUTHBEARER": base64.b64encode(b"\x01").decode()}
 _TOO_MANY = "too many simultaneous connections"
 _FINAL_DOT = b"\r\n.\r\n"
 
 _Reply = tuple[int, bytes]
 _SendErrs = dict[str, tuple[int, bytes]]
-
-
-class _Dead(Exception):
-    """Internal: the connection died or the server ended the session."""
 
 
 class SMTP(smtplib.SMTP):
@@ -114,7 +112,7 @@ class SMTP(smtplib.SMTP):
         local_hostname: str | None = None,
     ) -> None:
         mechanism = mechanism.upper()
-        if mechanism not in _MECHANISMS:
+        if mechanism not in MECHANISMS:
             raise ConfigurationError(
                 f"mechanism must be 'XOAUTH2' or 'OAUTHBEARER', not {mechanism!r}"
             )
@@ -135,7 +133,7 @@ class SMTP(smtplib.SMTP):
         self._dot_sent = False
         try:
             self._connect()
-        except _Dead as exc:
+        except Dead as exc:
             raise ConnectionLost(
                 f"could not connect to the SMTP server {host}:{port}: {exc}"
             ) from exc
@@ -202,8 +200,8 @@ class SMTP(smtplib.SMTP):
     def _raise_refusal(self, code: int, message: bytes, doing: str) -> None:
         text = _text(message)
         if _TOO_MANY in text.lower():
-            raise TooManyConnections(_too_many_message(text))
-        raise _Dead(f"the server answered {doing} with {code} {text}")
+            raise TooManyConnections(too_many_message("SMTP", text))
+        raise Dead(f"the server answered {doing} with {code} {text}")
 
     def _connect(self) -> None:
         """Open a connection and log in, refreshing the token once if rejected."""
@@ -224,7 +222,7 @@ class SMTP(smtplib.SMTP):
                 self._open()
             try:
                 self._authenticate(token)
-            except _Dead:
+            except Dead:
                 # The server closed the connection after the first rejection.
                 self._open()
                 self._authenticate(token)
@@ -232,21 +230,17 @@ class SMTP(smtplib.SMTP):
 
     def _authenticate(self, token: str) -> None:
         """AUTH with the initial response (RFC 4954): one round trip."""
-        if self._mechanism == "XOAUTH2":
-            raw = sasl.xoauth2_response(self._user, token)
-        else:
-            raw = sasl.oauthbearer_response(
-                self._user, token, host=self._host, port=self._port
-            )
-        initial = base64.b64encode(raw).decode("ascii")
+        initial = initial_response(
+            self._mechanism, self._user, token, host=self._host, port=self._port
+        ).decode("ascii")
         self._secrets = [initial, token]
-        challenge: sasl.ErrorChallenge | None = None
+        challenge = None
         with self._wire("AUTH"):
             code, message = self.docmd("AUTH", f"{self._mechanism} {initial}")
             if code == 334:
                 # Gmail's error challenge: answer it, then the 535 follows.
-                challenge = _decode_challenge(message)
-                code, message = self.docmd(_ABORT[self._mechanism])
+                challenge = decode_challenge(message)
+                code, message = self.docmd(ABORT[self._mechanism].decode())
         if code in (235, 503):
             _log.debug("SMTP %s login accepted for %s", self._mechanism, self._user)
             return
@@ -254,11 +248,11 @@ class SMTP(smtplib.SMTP):
         if code == 334:
             raise ProtocolError("SMTP server sent a second challenge after an error")
         if _TOO_MANY in text.lower():
-            raise TooManyConnections(_too_many_message(text))
+            raise TooManyConnections(too_many_message("SMTP", text))
         if 400 <= code < 500:
             # 421/454: a temporary refusal, not a verdict on the token.
             self.close()
-            raise _Dead(f"the server answered AUTH with {code} {text}")
+            raise Dead(f"the server answered AUTH with {code} {text}")
         status = challenge.status if challenge else None
         raise AuthenticationFailed(
             f"SMTP server {self._host} rejected {self._mechanism} for {self._user}: "
@@ -296,7 +290,7 @@ class SMTP(smtplib.SMTP):
             self.close()
             if isinstance(exc.__context__, TimeoutError):
                 raise self._timeout(doing) from exc
-            raise _Dead(f"{exc} during {doing}") from exc
+            raise Dead(f"{exc} during {doing}") from exc
         except ssl.SSLCertVerificationError as exc:
             self.close()
             raise InsecureConnection(
@@ -308,7 +302,7 @@ class SMTP(smtplib.SMTP):
             # stdlib error goes to the caller and nothing is sent again.
             if not self._dot_sent and _ends_session(exc.smtp_code, exc.smtp_error):
                 self.close()
-                raise _Dead(
+                raise Dead(
                     f"the server ended the session: {exc.smtp_code} "
                     f"{_text(exc.smtp_error)}"
                 ) from exc
@@ -316,13 +310,13 @@ class SMTP(smtplib.SMTP):
         except smtplib.SMTPRecipientsRefused as exc:
             if any(_ends_session(c, m) for c, m in exc.recipients.values()):
                 self.close()
-                raise _Dead("the server ended the session during RCPT") from exc
+                raise Dead("the server ended the session during RCPT") from exc
             raise
         except smtplib.SMTPException:
             raise
         except (OSError, EOFError) as exc:
             self.close()
-            raise _Dead(f"{type(exc).__name__} during {doing}") from exc
+            raise Dead(f"{type(exc).__name__} during {doing}") from exc
 
     def _timeout(self, doing: str) -> Timeout:
         return Timeout(
@@ -332,16 +326,7 @@ class SMTP(smtplib.SMTP):
 
     def _peer_closed(self) -> bool:
         """True when the server sent something unasked (a 451/421 close) or hung up."""
-        sock = self.sock
-        if sock is None:
-            return True
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return True
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
+        return peer_closed(self.sock)
 
     # -- reconnecting ------------------------------------------------------------
 
@@ -355,24 +340,12 @@ class SMTP(smtplib.SMTP):
             reason,
         )
         self.close()
-        delays = self._backoff.delays()
-        attempts = 1
-        while True:
-            try:
-                self._connect()
-                return
-            except (_Dead, Timeout) as exc:
-                self.close()
-                if next(delays, None) is None:
-                    raise ConnectionLost(
-                        f"could not reconnect to the SMTP server {self._host}:"
-                        f"{self._port} after {attempts} attempts: {exc}"
-                    ) from exc
-                attempts += 1
-                _log.info("SMTP server unavailable (%s); trying again", exc)
-            except BaseException:
-                self.close()
-                raise
+        reconnect(
+            self._connect,
+            self.close,
+            self._backoff,
+            where=f"the SMTP server {self._host}:{self._port}",
+        )
 
     def _server_goodbye(self) -> str:
         """Read what the server sent unasked before it hung up, for the log."""
@@ -455,7 +428,7 @@ class SMTP(smtplib.SMTP):
                 return super().sendmail(
                     from_addr, to_addrs, msg, mail_options, rcpt_options
                 )
-        except _Dead as exc:
+        except Dead as exc:
             if not self._reconnect:
                 raise ConnectionLost(
                     f"{exc}; the message was not sent (reconnect=False)"
@@ -467,7 +440,7 @@ class SMTP(smtplib.SMTP):
                 return super().sendmail(
                     from_addr, to_addrs, msg, mail_options, rcpt_options
                 )
-        except _Dead as exc:
+        except Dead as exc:
             raise ConnectionLost(
                 f"{exc}, again after reconnecting; the message was not sent"
             ) from exc
@@ -529,19 +502,3 @@ def _ends_session(code: int, message: bytes | str) -> bool:
     # 421: the server is closing the channel (RFC 5321 section 3.8); Gmail's idle
     # close is "451 4.4.2 Timeout - closing connection.".
     return code == 421 or (code == 451 and "closing connection" in _text(message))
-
-
-def _decode_challenge(data: bytes) -> sasl.ErrorChallenge | None:
-    try:
-        return sasl.decode_error_challenge(data)
-    except ChallengeDecodeError:
-        _log.debug("SMTP error challenge is not base64 JSON; answering it anyway")
-        return None
-
-
-def _too_many_message(text: str) -> str:
-    return (
-        f"the SMTP server refused another connection ({text}): Gmail allows about "
-        "15 simultaneous connections per user, shared by every mail client of the "
-        "account; close some and try again"
-    )

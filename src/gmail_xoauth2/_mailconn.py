@@ -1,0 +1,116 @@
+"""Plumbing shared by the POP3 and SMTP wrappers: SASL strings, liveness, reconnects."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import select
+import socket
+import ssl
+from collections.abc import Callable
+
+from . import sasl
+from ._backoff import Backoff
+from .errors import ChallengeDecodeError, ConnectionLost, Timeout
+
+__all__ = [
+    "Dead",
+    "decode_challenge",
+    "initial_response",
+    "peer_closed",
+    "reconnect",
+    "too_many_message",
+]
+
+_log = logging.getLogger(__name__)
+
+# What answers an error challenge: the empty response (XOAUTH2, Google's "OAuth
+# 2.0 Mechanism" page) or ^A (OAUTHBEARER, RFC 7628 section 3.2.3), base64.
+ABORT = {"XOAUTH2": b"", "OAUTHBEARER": base64.b64encode(sasl.OAUTHBEARER_ABORT)}
+MECHANISMS = tuple(ABORT)
+
+
+class Dead(Exception):
+    """Internal: the connection died, or the server ended the session."""
+
+
+def initial_response(
+    mechanism: str, user: str, token: str, *, host: str, port: int
+) -> bytes:
+    """The base64 initial client response for ``mechanism``."""
+    if mechanism == "XOAUTH2":
+        raw = sasl.xoauth2_response(user, token)
+    else:
+        raw = sasl.oauthbearer_response(user, token, host=host, port=port)
+    return base64.b64encode(raw)
+
+
+def decode_challenge(data: bytes) -> sasl.ErrorChallenge | None:
+    """Gmail's error challenge decoded, or None when it is not base64 JSON."""
+    try:
+        return sasl.decode_error_challenge(data)
+    except ChallengeDecodeError:
+        _log.debug("error challenge is not base64 JSON; answering it anyway")
+        return None
+
+
+def too_many_message(protocol: str, text: str) -> str:
+    """What to tell a user whom Gmail refused another connection."""
+    return (
+        f"the {protocol} server refused another connection ({text}): Gmail "
+        "allows about 15 simultaneous connections per user, shared by every mail "
+        "client of the account; close some and try again"
+    )
+
+
+def peer_closed(sock: socket.socket | None) -> bool:
+    """True when the server sent something unasked or hung up.
+
+    Between commands neither POP3 nor SMTP servers speak, except to say goodbye
+    (Gmail's ``451 4.4.2 Timeout - closing connection.``), so readable data
+    means the connection is over. Costs no round trip.
+    """
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def reconnect(
+    connect: Callable[[], None],
+    abandon: Callable[[], None],
+    backoff: Backoff,
+    *,
+    where: str,
+) -> None:
+    """Call ``connect`` until it succeeds, backing off while the server is away.
+
+    A rejected token, too many connections or an insecure server are raised at
+    once; an unreachable or refusing server is tried ``backoff.attempts`` more
+    times.
+
+    Raises:
+        ConnectionLost: every attempt found the server unavailable.
+    """
+    delays = backoff.delays()
+    attempts = 1
+    while True:
+        try:
+            connect()
+            return
+        except (Dead, Timeout) as exc:
+            abandon()
+            if next(delays, None) is None:
+                raise ConnectionLost(
+                    f"could not reconnect to {where} after {attempts} attempts: {exc}"
+                ) from exc
+            attempts += 1
+            _log.info("%s unavailable (%s); trying again", where, exc)
+        except BaseException:
+            abandon()
+            raise

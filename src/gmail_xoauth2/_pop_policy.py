@@ -1,0 +1,105 @@
+"""What a POP3 session has marked and seen: pending deletions and message numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .errors import ConnectionLost
+
+__all__ = ["Maildrop"]
+
+
+class Maildrop:
+    """The client's view of one POP3 maildrop across replaced sessions.
+
+    POP applies DELE marks only when the server answers QUIT with ``+OK``
+    (RFC 1939 section 6), and numbers messages afresh in every session
+    (section 5). This keeps the marks (so a lost session is reported, never
+    hidden) and what the caller saw of the numbering (so a command is repeated
+    on a new session only while its number still names the same message).
+    """
+
+    def __init__(self) -> None:
+        self.pending: set[str] = set()
+        self._stat: tuple[int, int] | None = None
+        self._uids: dict[int, bytes] = {}
+
+    def forget(self) -> None:
+        """Forget the marks and the numbering (the session ended on purpose)."""
+        self.pending.clear()
+        self._stat = None
+        self._uids.clear()
+
+    def saw_stat(self, stat: tuple[int, int]) -> None:
+        """Record a STAT answer."""
+        self._stat = stat
+
+    def saw_uids(self, lines: list[bytes], *, complete: bool) -> None:
+        """Record ``"n uid"`` lines from UIDL (all of them when ``complete``)."""
+        if complete:
+            self._uids.clear()
+        for line in lines:
+            number, _, uid = line.partition(b" ")
+            self._uids[_number(number.decode("ascii", "replace"))] = uid.strip()
+
+    def lost(self, cause: str) -> ConnectionLost:
+        """The error for marks lost with a session that never got to QUIT."""
+        marked = ", ".join(sorted(self.pending, key=_number))
+        count = len(self.pending)
+        self.forget()
+        return ConnectionLost(
+            f"{cause}: the {count} deletion(s) marked with DELE (message(s) {marked}) "
+            "were NOT applied and those messages are still on the server; POP3 "
+            "applies deletions only when the server answers QUIT (RFC 1939). The "
+            "next call reconnects; mark them again, then call quit()."
+        )
+
+    def unconfirmed(self) -> ConnectionLost:
+        """The error for marks whose QUIT was sent but never answered."""
+        count = len(self.pending)
+        self.forget()
+        return ConnectionLost(
+            "the connection closed before the server confirmed QUIT, so the "
+            f"{count} deletion(s) marked with DELE may not have been applied "
+            "(POP3 applies them only when it answers QUIT with +OK, RFC 1939); "
+            "check with uidl() on a new connection before deleting again",
+            outcome_unknown=True,
+        )
+
+    def check_number(
+        self,
+        which: object,
+        uid_now: Callable[[int], bytes],
+        stat_now: Callable[[], tuple[int, int]],
+    ) -> None:
+        """On a new session, check that ``which`` names the message it named.
+
+        Compares the message's unique id (if the caller saw it) or the STAT
+        answer (if the caller saw that) with the new session's.
+
+        Raises:
+            ConnectionLost: the maildrop changed; nothing was repeated.
+        """
+        if which is None:
+            return
+        n = _number(str(which))
+        if n in self._uids:
+            same = uid_now(n) == self._uids[n]
+        elif self._stat is not None:
+            same = stat_now() == self._stat
+        else:
+            return
+        if not same:
+            self.forget()
+            raise ConnectionLost(
+                "the POP3 session was replaced and the mailbox changed meanwhile, "
+                f"so message {n} may now be another message; the command was not "
+                "repeated. Call stat() or uidl() again."
+            )
+
+
+def _number(which: str) -> int:
+    try:
+        return int(which)
+    except ValueError:
+        return -1
