@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import smtplib
@@ -534,3 +535,22 @@ def test_token_provider_is_a_real_provider_against_the_fake_google(
             code, _ = smtp.docmd("AUTH", "XOAUTH2 " + xoauth2_string(ALICE, token))
             assert code == 235
         assert provider.token(force_refresh=True) != token
+
+
+def test_module_main_prints_where_the_fake_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gmail_xoauth2.testing.__main__ import main
+
+    stop = threading.Event()
+    stop.set()
+    assert main(["--json", "--user", "carol@example.com"], stop=stop) == 0
+    details = json.loads(capsys.readouterr().out)
+    assert details["users"] == ["carol@example.com"]
+    assert details["access_token"].startswith("ya29.")
+    assert isinstance(details["smtp_port"], int)
+    assert not pathlib.Path(details["ca_file"]).exists()
+    assert main([], stop=stop) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Fake Gmail on 127.0.0.1 (Ctrl-C to stop)\n")
+    assert "alice@example.com, bob@example.com" in text
