@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -49,7 +50,11 @@ def main(
     """
     args = _parser().parse_args(argv)
     users = tuple(args.users or ("alice@example.com", "bob@example.com"))
-    stop = stop or threading.Event()
+    if stop is None:
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            # `kill` (SIGTERM) stops it as cleanly as Ctrl-C: certificates removed.
+            signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     with FakeGmail(users, host=args.host) as gmail:
         token = gmail.mint_token(users[0])
         details: dict[str, object] = {
