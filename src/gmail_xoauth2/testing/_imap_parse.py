@@ -28,9 +28,7 @@ __all__ = [
 Token = str | bytes | list["Token"]
 """An atom or quoted string (``str``), a literal (``bytes``) or a list."""
 
-_MONTHS = (
-    "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
-)
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 _LITERAL = re.compile(rb"~?\{(\d+)(\+?)\}\r\n")
 _ATOM_END = frozenset(b" ()")
 
