@@ -504,8 +504,9 @@ def test_fake_gmail_starts_and_leaves_nothing_behind() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = gmail.smtp_port
     with gmail:
-        ports = {gmail.pop_port, gmail.smtp_port, gmail.submission_port}
-        assert len(ports) == 3
+        ports = {gmail.imap_port, gmail.pop_port, gmail.smtp_port}
+        ports.add(gmail.submission_port)
+        assert len(ports) == 4
         assert gmail.token_uri.startswith("http://127.0.0.1:")
         ca_file = pathlib.Path(gmail.ca_file)
         assert ca_file.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")

@@ -59,7 +59,7 @@ def main(
         token = gmail.mint_token(users[0])
         details: dict[str, object] = {
             "host": gmail.host,
-            "imap_port": _port(gmail, "imap_port"),
+            "imap_port": gmail.imap_port,
             "pop_port": gmail.pop_port,
             "smtp_port": gmail.smtp_port,
             "submission_port": gmail.submission_port,
@@ -80,23 +80,14 @@ def main(
     return 0
 
 
-def _port(gmail: FakeGmail, name: str) -> int | None:
-    try:
-        port: int = getattr(gmail, name)
-    except RuntimeError:
-        return None
-    return port
-
-
 def _describe(d: dict[str, object]) -> str:
     host = d["host"]
     users = d["users"]
     assert isinstance(users, list)
-    imap = f"{host}:{d['imap_port']}" if d["imap_port"] else "(not available)"
     return "\n".join(
         [
             f"Fake Gmail on {host} (Ctrl-C to stop)",
-            f"  IMAP         {imap}  implicit TLS, like imap.gmail.com:993",
+            f"  IMAP         {host}:{d['imap_port']}  implicit TLS, like imap.gmail.com:993",
             f"  POP3         {host}:{d['pop_port']}  implicit TLS, like :995",
             f"  SMTP         {host}:{d['smtp_port']}  implicit TLS, like :465",
             f"  Submission   {host}:{d['submission_port']}  STARTTLS, like :587",

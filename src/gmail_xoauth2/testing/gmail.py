@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import itertools
-import logging
 import shutil
 import ssl
 import tempfile
@@ -18,6 +16,7 @@ from ._mailstore import INBOX, MailStore
 from ._pki import PKI, make_pki
 from ._server import Backend, FaultAction, LineServer, TranscriptLine
 from .google import FakeGoogle
+from .imap_server import FakeIMAPServer
 from .pop_server import FakePOPServer
 from .smtp_server import FakeSMTPServer
 
@@ -25,8 +24,6 @@ if TYPE_CHECKING:
     from ..auth import GoogleTokenProvider
 
 __all__ = ["FakeGmail"]
-
-logger = logging.getLogger(__name__)
 
 
 class FakeGmail:
@@ -100,11 +97,9 @@ class FakeGmail:
             self._google, store, clock=self.clock, aliases=self._aliases
         )
         context = self._pki.server_context()
-        imap_class = _imap_server_class()
-        if imap_class is not None:
-            self._servers["imap"] = imap_class(
-                self._backend, ssl_context=context, host=self.host
-            )
+        self._servers["imap"] = FakeIMAPServer(
+            self._backend, ssl_context=context, host=self.host
+        )
         self._servers["pop"] = FakePOPServer(
             self._backend, ssl_context=context, host=self.host
         )
@@ -309,15 +304,3 @@ class FakeGmail:
     def connection_count(self, protocol: str | None = None) -> int:
         """How many connections were accepted so far (for ``protocol``, or all)."""
         return self.backend.connection_count(protocol)
-
-
-def _imap_server_class() -> type[LineServer] | None:
-    try:
-        module = importlib.import_module(".imap_server", __package__)
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.imap_server":
-            raise
-        logger.warning("the fake IMAP server is not available")
-        return None
-    server_class: type[LineServer] = module.FakeIMAPServer
-    return server_class
