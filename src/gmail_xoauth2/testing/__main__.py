@@ -87,7 +87,7 @@ def _describe(d: dict[str, object]) -> str:
     return "\n".join(
         [
             f"Fake Gmail on {host} (Ctrl-C to stop)",
-            f"  IMAP         {host}:{d['imap_port']}  implicit TLS, like imap.gmail.com:993",
+            f"  IMAP         {host}:{d['imap_port']}  implicit TLS, like :993",
             f"  POP3         {host}:{d['pop_port']}  implicit TLS, like :995",
             f"  SMTP         {host}:{d['smtp_port']}  implicit TLS, like :465",
             f"  Submission   {host}:{d['submission_port']}  STARTTLS, like :587",
