@@ -86,11 +86,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # RFC 6749 section 10.12: a redirect without our state is forged.
             self._answer(400, "This authorization response does not match.")
             return
+        # Deliver before answering: once the browser has its page, the
+        # parameters are already waiting.
+        receiver._deliver(params)
         if "error" in params:
             self._answer(200, "Authorization was not granted.")
         else:
             self._answer(200, "Authorization complete.")
-        receiver._deliver(params)
 
     def _answer(self, status: int, message: str) -> None:
         payload = _DONE_PAGE.format(message=message).encode("utf-8")
