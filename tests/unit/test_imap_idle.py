@@ -109,7 +109,8 @@ def test_burst_collects_responses_that_arrive_together(
         gmail.deliver(ALICE, message(1))
         gmail.deliver(ALICE, message(2))
         batch = list(idler.burst(interval=0.2))
-    assert [typ for typ, _ in batch] == ["EXISTS", "EXISTS"]
+    # One EXISTS per delivery, or one for both: the last says 2 either way.
+    assert {typ for typ, _ in batch} == {"EXISTS"}
     assert batch[-1] == ("EXISTS", b"2")
 
 
