@@ -19,6 +19,7 @@ import pytest
 from gmail_xoauth2.testing._pki import make_pki
 from gmail_xoauth2.testing.google import FakeGoogle
 
+from ._clients import Endpoint, Opened
 from ._dovecot import (
     Dovecot,
     DovecotUnavailable,
@@ -95,6 +96,15 @@ class MailServer:
             context.sslsocket_class = RecordingSocket
         return context
 
+    def endpoint(self, protocol: str, tls: str = "implicit") -> Endpoint:
+        """Where ``protocol`` listens with ``tls`` ("implicit" or "starttls")."""
+        ports = self.ports
+        implicit = {"imap": ports.imaps, "pop": ports.pop3s, "smtp": ports.submissions}
+        plain = {"imap": ports.imap, "pop": ports.pop3, "smtp": ports.submission}
+        if tls == "implicit":
+            return Endpoint(protocol, self.host, implicit[protocol], starttls=False)
+        return Endpoint(protocol, self.starttls_host, plain[protocol], starttls=True)
+
     def kick(self, user: str) -> int:
         """End ``user``'s sessions with ``doveadm kick``; return how many ended."""
         return self.dovecot.kick(user)
@@ -133,6 +143,14 @@ def mail_server() -> Iterator[MailServer]:
                 dovecot=dovecot,
                 sink=sink,
             )
+
+
+@pytest.fixture
+def opened() -> Iterator[Opened]:
+    """Register clients here; they are logged out or closed after the test."""
+    registry = Opened()
+    yield registry
+    registry.close_all()
 
 
 @pytest.fixture
