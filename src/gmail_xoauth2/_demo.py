@@ -31,8 +31,12 @@ DEMO_USER = "alice@example.com"
 _OTHER_USER = "bob@example.com"
 
 _WELCOME = (
-    ("Gmail Team", "Welcome to the fake Gmail", "Everything here lives in memory."),
-    ("Bob", "Lunch on Friday?", "The usual place at noon?"),
+    (
+        "Fake Gmail <welcome@example.com>",
+        "Welcome to the fake Gmail",
+        "Everything here lives in memory, on 127.0.0.1.",
+    ),
+    ("Bob <bob@example.com>", "Lunch on Friday?", "The usual place at noon?"),
 )
 
 
@@ -81,9 +85,15 @@ def _message(sender: str, recipient: str, subject: str, body: str) -> bytes:
     return msg.as_bytes(policy=email.policy.SMTP)
 
 
-def _headers(raw: bytes) -> tuple[str, str]:
+def _summary(raw: bytes) -> tuple[str, str, str]:
+    """The sender's name, the subject and the first line of the body."""
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    return str(parsed.get("From", "")), str(parsed.get("Subject", ""))
+    sender = parsed["From"]
+    addresses = getattr(sender, "addresses", ())
+    name = addresses[0].display_name or addresses[0].addr_spec if addresses else ""
+    body = parsed.get_body(preferencelist=("plain",))
+    text = body.get_content().strip().splitlines()[0] if body is not None else ""
+    return name, str(parsed.get("Subject", "")), text
 
 
 def _consent(url: str) -> None:
@@ -150,10 +160,13 @@ def run_demo(out: TextIO, *, hour: timedelta = timedelta(hours=1)) -> int:
             report.headline = (
                 f"IMAP: logged in with XOAUTH2; INBOX has {len(numbers)} messages"
             )
+            first_line = ""
             for number in numbers:
                 _, fetched = imap.fetch(number, "(BODY.PEEK[])")
-                sender, subject = _headers(_first_literal(fetched))
-                report.details.append(f"{number.decode():>3}  {sender:<24} {subject}")
+                sender, subject, text = _summary(_first_literal(fetched))
+                first_line = first_line or f'message 1 says: "{text}"'
+                report.details.append(f"{number.decode():>3}  {sender:<12} {subject}")
+            report.details.append(first_line)
 
         subject = "Sent by the demo"
         with steps.step() as report:
@@ -195,11 +208,14 @@ def run_demo(out: TextIO, *, hour: timedelta = timedelta(hours=1)) -> int:
         refreshes = gmail.google.request_count("/token", grant_type="refresh_token")
         connections = gmail.connection_count("imap")
         steps.say()
-        steps.say(f"An hour passes (the fake's clock moves {hour}; nobody waits):")
-        steps.say("the access token expires, and Gmail ends the IMAP session with")
-        steps.say("  * BYE Session expired, please login again.")
-        steps.say()
+        steps.say("An hour passes: the fake's clock jumps ahead (nobody waits), so")
+        steps.say("the access token expires and the fake Gmail ends the session:")
+        seen = len(gmail.transcript("imap"))
         clock.advance(hour)
+        for line in gmail.transcript("imap")[seen:]:
+            if line.direction == "S" and line.data.startswith(b"* BYE"):
+                steps.say(f"  S: {line.data.decode('ascii', 'replace')}")
+        steps.say()
         with steps.step() as report:
             _, data = imap.search(None, "ALL")
             total = len(data[0].split())
@@ -217,10 +233,9 @@ def run_demo(out: TextIO, *, hour: timedelta = timedelta(hours=1)) -> int:
         ok = ok and reconnects >= 1 and new_refreshes >= 1
     steps.say()
     elapsed = time.perf_counter() - steps.started
-    steps.say(
-        f"{'Done' if ok else 'FAILED'} in {elapsed:.1f} s. Next: gmail-xoauth2 "
-        "authorize with your own account (see the docs' Getting started)."
-    )
+    steps.say(f"{'Done' if ok else 'FAILED'} in {elapsed:.1f} s.")
+    steps.say("With your own account: gmail-xoauth2 authorize --help, and the docs'")
+    steps.say("Getting started page for the one-time Google Cloud set-up.")
     return 0 if ok else 1
 
 

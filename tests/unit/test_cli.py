@@ -372,6 +372,8 @@ def check_argv(gmail: FakeGmail, token_file: Path, *extra: str) -> list[str]:
         str(token_file),
         "--host",
         gmail.host,
+        "--imap-port",
+        str(gmail.imap_port),
         "--pop-port",
         str(gmail.pop_port),
         "--smtp-port",
@@ -382,18 +384,21 @@ def check_argv(gmail: FakeGmail, token_file: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_check_pop_and_smtp_ok(
+def test_check_all_three_protocols(
     gmail: FakeGmail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
-    argv = check_argv(gmail, path, "--user", USER, "--pop", "--smtp")
-    assert cli.main(argv) == 0
+    assert cli.main(check_argv(gmail, path, "--user", USER)) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2
-    assert lines[0].split()[:5] == ["pop", "ok", "XOAUTH2", "1", "round"]
-    assert lines[0].endswith(f"{gmail.host}:{gmail.pop_port}")
+    assert len(lines) == 3
+    # Gmail's greeting has no capabilities: CAPABILITY, then AUTHENTICATE with SASL-IR.
+    assert lines[0].split()[:5] == ["imap", "ok", "XOAUTH2", "2", "round"]
+    assert lines[0].endswith(f"{gmail.host}:{gmail.imap_port}")
+    # One-line AUTH XOAUTH2 with the initial response.
+    assert lines[1].split()[:5] == ["pop", "ok", "XOAUTH2", "1", "round"]
     # EHLO, then AUTH with the initial response.
-    assert lines[1].split()[:5] == ["smtp", "ok", "XOAUTH2", "2", "round"]
+    assert lines[2].split()[:5] == ["smtp", "ok", "XOAUTH2", "2", "round"]
+    assert all(line.split()[7] == "ms" for line in lines)
 
 
 def test_check_oauthbearer_over_starttls(
@@ -447,3 +452,98 @@ def test_check_refused_port(
     assert out[0].split()[:2] == ["pop", "failed"]
     assert out[1].strip().startswith("could not connect")
     assert out[1].endswith("; check the host and port")
+
+
+# --- demo and fake-gmail ---
+
+
+def test_demo_runs_the_tour(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert captured.err == ""
+    for expected in (
+        "1. Started the fake Gmail: IMAP :",
+        "2. Authorized alice@example.com on the consent page (PKCE)",
+        "3. IMAP: logged in with XOAUTH2; INBOX has 2 messages",
+        'message 1 says: "Everything here lives in memory, on 127.0.0.1."',
+        '4. SMTP: sent "Sent by the demo" to alice@example.com',
+        "5. Found it: IMAP SEARCH 1 match, POP message 3 of 3",
+        "  S: * BYE Session expired, please login again.",
+        "6. IMAP SEARCH ALL: 3 messages, no error seen",
+        "behind the scenes: 1 reconnect, 1 token refresh, INBOX selected again",
+        "Done in ",
+    ):
+        assert expected in out
+    assert all(line.endswith(" ms") for line in out.splitlines() if line[:2] == "1.")
+    for secret_prefix in ("ya29.", "1//", "GOCSPX-", "dXNlcj"):
+        assert secret_prefix not in out
+
+
+def read_until_ready(proc: subprocess.Popen[str]) -> dict[str, str]:
+    assert proc.stdout is not None
+    fields: dict[str, str] = {}
+    for line in proc.stdout:
+        if line.strip() == "Ready.":
+            return fields
+        name, _, value = line.strip().partition("  ")
+        if value:
+            fields.setdefault(name.strip(), value.strip().split("  ")[0])
+    raise AssertionError("fake-gmail exited before it was ready")
+
+
+def test_fake_gmail_serves_until_interrupted(tmp_path: Path) -> None:
+    import signal
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "gmail_xoauth2", "fake-gmail"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            fields = read_until_ready(proc)
+            token_file = fields["token file"]
+            assert os.stat(token_file).st_mode & 0o777 == 0o600
+            argv = [
+                "check",
+                "--token-file",
+                token_file,
+                "--user",
+                USER,
+                "--host",
+                fields["host"],
+                "--imap-port",
+                fields["IMAP"],
+                "--pop-port",
+                fields["POP3"],
+                "--smtp-port",
+                fields["SMTP"],
+                "--cafile",
+                fields["CA file"],
+            ]
+            assert cli.main(argv) == 0
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out == "Stopped.\n"
+    assert not os.path.exists(token_file)
+
+
+def test_fake_gmail_port_base(capsys: pytest.CaptureFixture[str]) -> None:
+    import inspect
+    import threading
+
+    from gmail_xoauth2._demo import serve_fake_gmail
+
+    if "port_base" in inspect.signature(FakeGmail).parameters:
+        stop = threading.Event()
+        stop.set()  # print the banner, then return at once
+        serve_fake_gmail(port_base=0, out=sys.stdout, stop=stop)
+        assert "Ready." in capsys.readouterr().out
+    else:
+        assert cli.main(["fake-gmail", "--port-base", "20993"]) == 2
+        err = capsys.readouterr().err
+        assert "cannot listen on fixed ports" in err
+        assert "without --port-base" in err
