@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import IO, Any
 
-from ._store import format_expiry
+from ._store import format_expiry, parse_expiry
 from .errors import (
     ConfigurationError,
     Timeout,
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_LIFETIME",
     "GOOGLE_TOKEN_URI",
     "LoopbackReceiver",
+    "authorized_user_fields",
     "check_flow",
     "check_token_uri",
     "error_code",
@@ -385,3 +386,45 @@ def token_error(code: str | None, *, service_account: bool) -> TokenError:
             "`gmail-xoauth2 authorize` again with https://mail.google.com/"
         )
     return TokenError(f"token refresh failed ({code or 'unexpected response'})")
+
+
+def authorized_user_fields(data: Mapping[str, object], source: str) -> dict[str, Any]:
+    """Check a token file's JSON; return the fields for google-auth's Credentials.
+
+    Unlike google-auth's own loader, the file's ``token_uri`` is kept (https,
+    or http on loopback for a fake), so a token file can point at a test fake.
+    ``expiry`` is returned aware (or None).
+
+    Raises:
+        ConfigurationError: a needed field is missing or has the wrong type.
+    """
+    missing = [
+        name
+        for name in ("refresh_token", "client_id", "client_secret")
+        if not isinstance(data.get(name), str) or not data.get(name)
+    ]
+    if missing:
+        raise ConfigurationError(
+            f"token file {source} lacks {', '.join(missing)}; "
+            "run `gmail-xoauth2 authorize` to write it again"
+        )
+    token_uri = data.get("token_uri") or GOOGLE_TOKEN_URI
+    if not isinstance(token_uri, str):
+        raise ConfigurationError(f"token file {source}: token_uri is not a string")
+    scopes = data.get("scopes")
+    if isinstance(scopes, str):
+        scopes = scopes.split()
+    if scopes is not None and not (
+        isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)
+    ):
+        raise ConfigurationError(f"token file {source}: scopes is not a list")
+    token = data.get("token")
+    return {
+        "token": token if isinstance(token, str) and token else None,
+        "refresh_token": data["refresh_token"],
+        "token_uri": check_token_uri(token_uri, f"token file {source}"),
+        "client_id": data["client_id"],
+        "client_secret": data["client_secret"],
+        "scopes": scopes,
+        "expiry": parse_expiry(data.get("expiry")),
+    }

@@ -30,10 +30,9 @@ from google_auth_oauthlib.flow import Flow
 from ._backoff import Backoff
 from ._oauth import (
     DEFAULT_LIFETIME,
-    GOOGLE_TOKEN_URI,
     LoopbackReceiver,
+    authorized_user_fields,
     check_flow,
-    check_token_uri,
     error_code,
     for_oauthlib,
     read_client_config,
@@ -416,36 +415,10 @@ def _user_credentials(
     data: Mapping[str, object], source: str
 ) -> google.oauth2.credentials.Credentials:
     """google-auth user credentials from a token file's JSON (token_uri honoured)."""
-    missing = [
-        name
-        for name in ("refresh_token", "client_id", "client_secret")
-        if not isinstance(data.get(name), str) or not data.get(name)
-    ]
-    if missing:
-        raise ConfigurationError(
-            f"token file {source} lacks {', '.join(missing)}; "
-            "run `gmail-xoauth2 authorize` to write it again"
-        )
-    token_uri = data.get("token_uri") or GOOGLE_TOKEN_URI
-    if not isinstance(token_uri, str):
-        raise ConfigurationError(f"token file {source}: token_uri is not a string")
-    scopes = data.get("scopes")
-    if isinstance(scopes, str):
-        scopes = scopes.split()
-    if scopes is not None and not (
-        isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)
-    ):
-        raise ConfigurationError(f"token file {source}: scopes is not a list")
-    expiry = parse_expiry(data.get("expiry"))
-    token = data.get("token")
+    fields = authorized_user_fields(data, source)
+    expiry = fields.pop("expiry")
     return google.oauth2.credentials.Credentials(  # type: ignore[no-untyped-call]
-        token=token if isinstance(token, str) and token else None,
-        refresh_token=data["refresh_token"],
-        token_uri=check_token_uri(token_uri, f"token file {source}"),
-        client_id=data["client_id"],
-        client_secret=data["client_secret"],
-        scopes=scopes,
-        expiry=_naive_utc(expiry) if expiry else None,
+        expiry=_naive_utc(expiry) if expiry else None, **fields
     )
 
 
