@@ -273,7 +273,7 @@ def render_labels(labels: AbstractSet[str], /) -> bytes:
     """X-GM-LABELS as Gmail renders them: system labels as atoms, others quoted."""
     rendered = [
         label.encode() if label.startswith("\\") else quote(label)
-        for label in sorted(labels)
+        for label in sorted(labels, key=lambda x: (not x.startswith("\\"), x.lower()))
     ]
     return b"(" + b" ".join(rendered) + b")"
 
