@@ -380,7 +380,7 @@ def test_fetch_items_and_implied_seen(mail: FakeGmail) -> None:
     imap = login(mail)
     imap.select()
     raw = message("one")
-    typ, data = imap.fetch("1", "(UID RFC822.SIZE BODY.PEEK[] FLAGS)")
+    data = imap.fetch("1", "(UID RFC822.SIZE BODY.PEEK[] FLAGS)")[1]
     assert data[0] == (
         b"1 (UID 1 RFC822.SIZE %d BODY[] {%d}" % (len(raw), len(raw)),
         raw,
