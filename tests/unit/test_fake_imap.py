@@ -730,3 +730,27 @@ def test_dates_and_sections() -> None:
         b"Content-Type: multipart/mixed; boundary=XX\r\nSubject: s\r\n\r\n",
         b"",
     ]
+
+
+def test_session_expiry_ends_an_idle_at_once(
+    mail: FakeGmail, clock: ManualClock
+) -> None:
+    client = IMAPClient(mail.host, port=mail.imap_port, ssl_context=mail.ssl_context())
+    client.oauth2_login(ALICE, mail.mint_token(ALICE, ttl=60))
+    client.select_folder("INBOX")
+    client.idle()
+    clock.advance(60)
+    assert client.idle_check(timeout=30) == [
+        (b"BYE", *b"Session expired, please login again.".split())
+    ]
+    client.shutdown()
+
+
+def test_uid_expunge_removes_only_the_named_deleted_messages(mail: FakeGmail) -> None:
+    imap = login(mail)
+    imap.select()
+    imap.store("1:3", "+FLAGS.SILENT", "(\\Deleted)")
+    assert imap.uid("EXPUNGE", "2:3")[0] == "OK"
+    assert imap.response("EXPUNGE") == ("EXPUNGE", [b"2", b"2"])
+    assert imap.fetch("1:*", "(UID FLAGS)")[1] == [b"1 (UID 1 FLAGS (\\Deleted))"]
+    imap.logout()
