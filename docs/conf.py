@@ -48,19 +48,3 @@ html_title = f"gmail-xoauth2 {release}"
 html_static_path: list[str] = []
 pygments_style = "sphinx"
 pygments_dark_style = "monokai"
-
-# Pages written separately (benchmark results, the Dovecot comparison) may not exist
-# yet in a given checkout; leave them out of the table of contents until they do.
-_OPTIONAL_PAGES = ("performance", "testing-dovecot")
-
-
-def _drop_missing_pages(app: object, docname: str, source: list[str]) -> None:
-    if docname != root_doc:
-        return
-    for page in _OPTIONAL_PAGES:
-        if not any((_HERE / f"{page}{suffix}").exists() for suffix in source_suffix):
-            source[0] = source[0].replace(f"\n   {page}\n", "\n")
-
-
-def setup(app: object) -> None:
-    app.connect("source-read", _drop_missing_pages)  # type: ignore[attr-defined]
