@@ -11,7 +11,14 @@ import email.message
 
 import pytest
 
-from gmail_xoauth2 import IMAP4, POP3, SMTP, AuthenticationFailed, StaticTokenProvider
+from gmail_xoauth2 import (
+    IMAP4,
+    POP3,
+    SMTP,
+    AuthenticationFailed,
+    ConnectionLost,
+    StaticTokenProvider,
+)
 
 from ._clients import (
     MECHANISMS,
@@ -138,3 +145,22 @@ def test_rejected_token_raises_authentication_failed_without_fallback(
     answer = b"" if mechanism == "XOAUTH2" else b"AQ=="
     assert lines.count(answer) == len(sent)
     assert password_commands(protocol, lines) == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_valid_token_without_mailbox_is_connection_lost_not_auth_failure(
+    mail_server: MailServer, protocol: str
+) -> None:
+    # Dovecot closes the connection without a reply on a userdb miss; the
+    # token was fine, so this must not read as a rejected token.
+    stranger = mail_server.google.add_user("stranger@example.org")
+    token = mail_server.google.mint_access_token(stranger)
+    with pytest.raises(ConnectionLost) as caught:
+        open_client(
+            mail_server.endpoint(protocol),
+            stranger,
+            StaticTokenProvider(token),
+            ssl_context=mail_server.ssl_context(),
+        )
+    assert not isinstance(caught.value, AuthenticationFailed)
+    assert token not in str(caught.value)
