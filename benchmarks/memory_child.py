@@ -13,7 +13,16 @@ import sys
 
 
 def _peak_kib() -> int:
-    # Linux reports ru_maxrss in KiB.
+    """This process's peak resident set size, in KiB.
+
+    VmHWM belongs to the address space made by exec. ``ru_maxrss`` would not
+    do: Linux carries it over from the parent across fork and exec, so a child
+    of a big benchmark process would report the parent's peak.
+    """
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 

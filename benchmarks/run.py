@@ -23,9 +23,10 @@ import scenario_recovery
 import scenario_throughput
 import scenario_tokens
 from clients import Endpoint
-from gmail_xoauth2.testing.gmail import FakeGmail
 from harness import OURS, Report
-from servers import dovecot_server
+from servers import DovecotBench, dovecot_server
+
+from gmail_xoauth2.testing.gmail import FakeGmail
 
 USER = "bench@example.com"
 RECIPIENT = "rcpt@example.com"
@@ -47,7 +48,7 @@ class Plan:
     memory: int
 
 
-QUICK = Plan(login=3, send=3, fetch=3, messages=5000, recovery=3, cli=10, memory=1)
+QUICK = Plan(login=3, send=3, fetch=2, messages=2000, recovery=3, cli=10, memory=1)
 FULL = Plan(login=11, send=9, fetch=9, messages=5000, recovery=11, cli=21, memory=3)
 
 
@@ -94,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## Benchmark run, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
     print(f"Machine: {_machine()}. Plan: {'quick' if args.quick else 'full'}.")
 
-    with FakeGmail(users=USERS) as fake:
+    with contextlib.ExitStack() as stack:
+        fake = stack.enter_context(FakeGmail(users=USERS))
+        dovecot = _dovecot(stack, report, args.no_dovecot or not only & {1, 3})
         imap = _endpoint(fake, USER, fake.imap_port)
         login_flights = None
         if 1 in only:
@@ -103,7 +106,16 @@ def main(argv: list[str] | None = None) -> int:
                     report, "fake Gmail", imap, runs=plan.login, capabilities=False
                 )
                 login_flights = tables[scenario_login.DELAYS[-1]].flights(OURS)
-                _dovecot_login(report, plan, args.no_dovecot)
+                if dovecot is None:
+                    report.verdict(_DOVECOT_LOGIN, None, "Dovecot not run")
+                else:
+                    scenario_login.run(
+                        report,
+                        "Dovecot",
+                        dovecot.endpoint,
+                        runs=plan.login,
+                        capabilities=True,
+                    )
         if 2 in only:
             with _section(report, "2. SMTP sending"):
                 smtp = _endpoint(fake, USER, fake.smtp_port)
@@ -113,10 +125,24 @@ def main(argv: list[str] | None = None) -> int:
                 for n in range(plan.messages):
                     fake.deliver(USER, scenario_throughput.make_message(USER, USER, n))
                 scenario_throughput.run_fetch(
-                    report, imap, runs=plan.fetch, count=plan.messages
+                    report, "fake Gmail", imap, runs=plan.fetch, count=plan.messages
                 )
+                if dovecot is not None:
+                    dovecot.fill(
+                        scenario_throughput.make_message(dovecot.endpoint.user, USER, n)
+                        for n in range(plan.messages)
+                    )
+                    scenario_throughput.run_fetch(
+                        report,
+                        "Dovecot",
+                        dovecot.endpoint,
+                        runs=plan.fetch,
+                        count=plan.messages,
+                    )
         if 4 in only:
             with _section(report, "4. Recovery after a session end"):
+                if login_flights is None:
+                    login_flights = scenario_login.count_flights(imap)
                 endpoints = {}
                 for name, user in RECOVER.items():
                     fake.deliver(user, scenario_throughput.make_message(user, user, 0))
@@ -151,23 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _dovecot_login(report: Report, plan: Plan, skip: bool) -> None:
+_DOVECOT_LOGIN = "IMAP login at 40 ms one-way (Dovecot): <= 0.7x imaplib's time"
+
+
+def _dovecot(
+    stack: contextlib.ExitStack, report: Report, skip: bool
+) -> DovecotBench | None:
+    """Start the private Dovecot unless skipped or impossible (then say why)."""
     if skip:
-        report.note("Dovecot columns skipped (--no-dovecot).")
-        report.verdict(
-            "IMAP login at 40 ms one-way (Dovecot): <= 0.7x imaplib", None, "skipped"
-        )
-        return
-    with dovecot_server() as dovecot:
-        if isinstance(dovecot, str):
-            report.note(f"Dovecot columns skipped: {dovecot}")
-            report.verdict(
-                "IMAP login at 40 ms one-way (Dovecot): <= 0.7x imaplib", None, dovecot
-            )
-            return
-        scenario_login.run(
-            report, "Dovecot", dovecot, runs=plan.login, capabilities=True
-        )
+        return None
+    dovecot = stack.enter_context(dovecot_server())
+    if isinstance(dovecot, str):
+        report.note(f"Dovecot columns skipped: {dovecot}")
+        return None
+    return dovecot
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from clients import IMAP_LOGINS, Endpoint
 from harness import OURS, Report, Sample, Table, interleave
 from latency_proxy import LatencyProxy
 
-__all__ = ["run"]
+__all__ = ["DELAYS", "count_flights", "run"]
 
 DELAYS = (0.0, 0.010, 0.040)
 
@@ -26,6 +26,13 @@ def _login_once(
     flights = proxy.flights
     conn.logout()
     return Sample(seconds, flights)
+
+
+def count_flights(endpoint: Endpoint) -> int | None:
+    """One login of ours through an undelayed proxy: its client flights."""
+    with LatencyProxy((endpoint.host, endpoint.port)) as proxy:
+        via = replace(endpoint, host=proxy.host, port=proxy.port)
+        return _login_once(proxy, via, IMAP_LOGINS[OURS]).flights
 
 
 def run(

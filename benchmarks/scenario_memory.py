@@ -72,7 +72,7 @@ def run(report: Report, endpoint: Endpoint, ca_file: str, *, runs: int) -> None:
         )
     print(
         f"\nMedian of {runs} runs, each client in its own fresh interpreter; "
-        "peak = ru_maxrss after the FETCH returned.\n"
+        "peak = VmHWM after the FETCH returned.\n"
     )
     ratio = medians[OURS] / medians["imaplib"]
     report.verdict(

@@ -88,7 +88,9 @@ _FETCHERS: dict[str, Callable[[Any], int]] = {
 }
 
 
-def run_fetch(report: Report, imap: Endpoint, *, runs: int, count: int) -> Table:
+def run_fetch(
+    report: Report, server: str, imap: Endpoint, *, runs: int, count: int
+) -> Table:
     """Fetch every body of a ``count``-message INBOX, per client (login excluded)."""
     conns = {name: login(imap) for name, login in IMAP_LOGINS.items()}
 
@@ -103,7 +105,7 @@ def run_fetch(report: Report, imap: Endpoint, *, runs: int, count: int) -> Table
     try:
         table = report.add(
             Table(
-                f"IMAP: fetch all bodies of {count:,} messages of about 1 KB",
+                f"IMAP: fetch all bodies of {count:,} messages of about 1 KB, {server}",
                 interleave({name: (lambda n=name: fetch(n)) for name in conns}, runs),
                 work=count,
                 note="Logged in once per client; timed: SELECT and one FETCH of "
@@ -116,9 +118,11 @@ def run_fetch(report: Report, imap: Endpoint, *, runs: int, count: int) -> Table
             conn.logout()
     base = table.ratio("imaplib")
     others = {name: table.ratio(name) for name in ("IMAPClient", "imap_tools")}
-    report.verdict("Fetch: >= 0.95x imaplib's throughput", base >= 0.95, f"{base:.2f}x")
     report.verdict(
-        "Fetch: faster than IMAPClient and imap_tools",
+        f"Fetch ({server}): >= 0.95x imaplib's throughput", base >= 0.95, f"{base:.2f}x"
+    )
+    report.verdict(
+        f"Fetch ({server}): faster than IMAPClient and imap_tools",
         all(r > 1 for r in others.values()),
         ", ".join(f"{r:.2f}x {name}" for name, r in others.items()),
     )
