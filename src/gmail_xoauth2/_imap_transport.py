@@ -8,6 +8,7 @@ already ended the session before a command is sent.
 
 from __future__ import annotations
 
+import io
 import select
 import socket
 import ssl
@@ -19,6 +20,26 @@ __all__ = ["BufferedTransport"]
 _CHUNK = 65536
 _MAX_LINE = 1_000_000  # imaplib's own limit (RFC 2683 suggests far less)
 _CRLF = b"\r\n"
+
+
+class _Drain(io.RawIOBase):
+    """A raw stream that empties the transport's buffer first, then the socket."""
+
+    def __init__(self, transport: BufferedTransport) -> None:
+        super().__init__()
+        self._transport = transport
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        buf = self._transport._rbuf
+        if buf:
+            n = min(len(b), len(buf))
+            b[:n] = buf[:n]
+            del buf[:n]
+            return n
+        return self._transport.sock.recv_into(b)
 
 
 class BufferedTransport:
@@ -63,6 +84,11 @@ class BufferedTransport:
     def read(self, size: int) -> bytes:
         """Read ``size`` bytes (fewer at EOF)."""
         buf = self._rbuf
+        if size - len(buf) > _CHUNK:
+            # A large literal (a message body): let io.BufferedReader allocate the
+            # result once and fill it in place, as imaplib's makefile() does, so
+            # a 25 MB message costs 25 MB, not three copies of it.
+            return io.BufferedReader(_Drain(self), buffer_size=1).read(size)
         while len(buf) < size:
             chunk = self.sock.recv(max(_CHUNK, size - len(buf)))
             if not chunk:

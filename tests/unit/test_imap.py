@@ -472,3 +472,23 @@ def test_no_secret_in_debug_output_logs_or_print_log(
             for secret in (token, repr(raw), base64.b64encode(raw).decode()):
                 assert secret not in captured
     assert token not in repr(m)
+
+
+def test_large_literals_arrive_byte_exact_and_the_stream_stays_in_step(
+    gmail: FakeGmail, imap: IMAP4
+) -> None:
+    # Bodies larger than the transport's read chunk take the single-allocation
+    # path; the line after each literal must still parse.
+    big = [
+        b"Subject: big %d\r\n\r\n" % n + bytes(range(256)) * (1000 + 700 * n)
+        for n in range(3)
+    ]
+    for raw in big:
+        gmail.deliver(ALICE, raw)
+    imap.select("INBOX", readonly=True)
+    typ, data = imap.fetch("1:3", "(BODY.PEEK[])")
+    assert typ == "OK"
+    bodies = [item[1] for item in data if isinstance(item, tuple)]
+    assert bodies == big
+    assert all(type(body) is bytes for body in bodies)
+    assert imap.noop()[0] == "OK"
