@@ -1,17 +1,14 @@
 """Gmail over IMAP, POP and SMTP with OAuth 2.0 that keeps working for days.
 
-The protocol classes and the Google token provider are imported on first use
-(PEP 562), so ``gmail-xoauth2 token`` stays fast when its cached token is valid:
-it never loads google-auth, requests, imaplib or ssl.
+Everything but the exception tree is imported on first use (PEP 562), so
+``gmail-xoauth2 token`` stays fast when its cached token is valid: it loads
+neither google-auth, requests, imaplib, ssl nor typing machinery it does not use.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
-from ._constants import GMAIL_IMAP_HOST, GMAIL_POP_HOST, GMAIL_SMTP_HOST
-from ._tokens import StaticTokenProvider, TokenProvider
 from .errors import (
     AuthenticationFailed,
     ChallengeDecodeError,
@@ -28,25 +25,41 @@ from .errors import (
     TooManyConnections,
     UnsupportedFlow,
 )
-from .sasl import (
-    MAIL_SCOPE,
-    ErrorChallenge,
-    decode_error_challenge,
-    oauthbearer_response,
-    oauthbearer_string,
-    xoauth2_response,
-    xoauth2_string,
-)
 
+# typing.TYPE_CHECKING without importing typing (mypy honours the name).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._constants import GMAIL_IMAP_HOST, GMAIL_POP_HOST, GMAIL_SMTP_HOST
+    from ._tokens import StaticTokenProvider, TokenProvider
     from .auth import GoogleTokenProvider, authorize
     from .imap import IMAP4
     from .pop import POP3
+    from .sasl import (
+        MAIL_SCOPE,
+        ErrorChallenge,
+        decode_error_challenge,
+        oauthbearer_response,
+        oauthbearer_string,
+        xoauth2_response,
+        xoauth2_string,
+    )
     from .smtp import SMTP
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "GMAIL_IMAP_HOST": "._constants",
+    "GMAIL_POP_HOST": "._constants",
+    "GMAIL_SMTP_HOST": "._constants",
+    "StaticTokenProvider": "._tokens",
+    "TokenProvider": "._tokens",
+    "MAIL_SCOPE": ".sasl",
+    "ErrorChallenge": ".sasl",
+    "decode_error_challenge": ".sasl",
+    "oauthbearer_response": ".sasl",
+    "oauthbearer_string": ".sasl",
+    "xoauth2_response": ".sasl",
+    "xoauth2_string": ".sasl",
     "GoogleTokenProvider": ".auth",
     "authorize": ".auth",
     "IMAP4": ".imap",

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from .errors import ConfigurationError, InsecureTokenFile
 
 __all__ = ["TokenFile", "format_expiry", "parse_expiry"]
 
-_log = logging.getLogger(__name__)
+
+def _debug(message: str, *args: object) -> None:
+    # logging, tempfile and pathlib are imported only on the slow paths: the
+    # `token` command's fast path must start in a few milliseconds.
+    import logging
+
+    logging.getLogger(__name__).debug(message, *args)
+
 
 _AUTHORIZE_ADVICE = "run `gmail-xoauth2 authorize` to create it"
 # Any permission bit for group or others: a token file is a password.
@@ -70,12 +74,12 @@ class TokenFile:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path).expanduser()
+        self.path = os.path.expanduser(os.fspath(path))
 
     @property
-    def lock_path(self) -> Path:
+    def lock_path(self) -> str:
         """The sidecar lock file (the data file is replaced, so cannot hold a lock)."""
-        return self.path.with_name(self.path.name + ".lock")
+        return self.path + ".lock"
 
     def read(self) -> dict[str, object]:
         """Read and return the file's JSON object.
@@ -161,7 +165,7 @@ class TokenFile:
             ) from exc
         try:
             _lock(fd)
-            _log.debug("locked %s", self.lock_path)
+            _debug("locked %s", self.lock_path)
             yield
         finally:
             # Closing the descriptor releases the flock.
@@ -175,12 +179,15 @@ class TokenFile:
         """
         self._ensure_directory()
         # Write through a symlink to its target, so the link stays a link.
-        target = self.path.resolve()
+        import tempfile
+
+        target = os.path.realpath(self.path)
+        directory, name = os.path.split(target)
         payload = (json.dumps(dict(data)) + "\n").encode("utf-8")
         try:
             # mkstemp creates the file 0600 with O_EXCL.
             fd, tmp_name = tempfile.mkstemp(
-                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+                prefix=f".{name}.", suffix=".tmp", dir=directory
             )
         except OSError as exc:
             raise ConfigurationError(
@@ -200,19 +207,20 @@ class TokenFile:
                     f"cannot write token file {self.path}: {exc.strerror or exc}"
                 ) from exc
             raise
-        _fsync_directory(target.parent)
-        _log.debug("wrote token file %s", self.path)
+        _fsync_directory(directory)
+        _debug("wrote token file %s", self.path)
 
     def _ensure_directory(self) -> None:
+        parent = os.path.dirname(os.path.abspath(self.path))
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.makedirs(parent, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ConfigurationError(
-                f"cannot create directory {self.path.parent}: {exc.strerror or exc}"
+                f"cannot create directory {parent}: {exc.strerror or exc}"
             ) from exc
 
     def __repr__(self) -> str:
-        return f"TokenFile({str(self.path)!r})"
+        return f"TokenFile({self.path!r})"
 
 
 if sys.platform == "win32":  # pragma: no cover
@@ -228,7 +236,7 @@ else:
         fcntl.flock(fd, fcntl.LOCK_EX)
 
 
-def _fsync_directory(directory: Path) -> None:
+def _fsync_directory(directory: str) -> None:
     """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
     if os.name != "posix":  # pragma: no cover
         return

@@ -361,7 +361,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
             )
     for path in (store.path, store.lock_path):
         try:
-            path.unlink()
+            os.unlink(path)
         except FileNotFoundError:
             pass
     print(f"Revoked the token and deleted {store.path}.")

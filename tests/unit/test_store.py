@@ -24,8 +24,8 @@ def _write(path: Path, data: object, mode: int = 0o600) -> Path:
     return path
 
 
-def _mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
+def _mode(path: str | os.PathLike[str]) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 def test_write_creates_a_0600_file_and_reads_back(tmp_path: Path) -> None:
@@ -129,7 +129,7 @@ def test_expiry_format_is_google_auths() -> None:
 
 def test_locked_holds_an_exclusive_lock_on_the_sidecar(tmp_path: Path) -> None:
     store = TokenFile(tmp_path / "token.json")
-    assert store.lock_path == tmp_path / "token.json.lock"
+    assert store.lock_path == str(tmp_path / "token.json.lock")
 
     def try_lock() -> bool:
         fd = os.open(store.lock_path, os.O_RDWR)
