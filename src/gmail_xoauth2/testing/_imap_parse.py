@@ -6,9 +6,10 @@ the fake accepts what real clients send and answers what Gmail answers).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 
 __all__ = [
@@ -154,6 +155,9 @@ class SequenceSet:
     """
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    _cache: dict[int, tuple[list[int], list[int]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def parse(cls, text: str, /) -> SequenceSet:
@@ -177,12 +181,32 @@ class SequenceSet:
 
     def contains(self, number: int, largest: int) -> bool:
         """True if ``number`` is in the set, ``*`` standing for ``largest``."""
-        for lo, hi in self.ranges:
-            a = largest if lo is None else lo
-            b = largest if hi is None else hi
-            if min(a, b) <= number <= max(a, b):
-                return True
-        return False
+        starts, ends = self._merged(largest)
+        i = bisect.bisect_right(starts, number) - 1
+        return i >= 0 and number <= ends[i]
+
+    def _merged(self, largest: int) -> tuple[list[int], list[int]]:
+        """Sorted, merged ranges, so a lookup is a binary search, not a scan."""
+        cached = self._cache.get(largest)
+        if cached is not None:
+            return cached
+        spans = sorted(
+            (min(a, b), max(a, b))
+            for a, b in (
+                (largest if lo is None else lo, largest if hi is None else hi)
+                for lo, hi in self.ranges
+            )
+        )
+        starts: list[int] = []
+        ends: list[int] = []
+        for a, b in spans:
+            if ends and a <= ends[-1] + 1:
+                ends[-1] = max(ends[-1], b)
+            else:
+                starts.append(a)
+                ends.append(b)
+        self._cache[largest] = (starts, ends)
+        return starts, ends
 
     def select(self, numbers: Iterable[int], largest: int) -> list[int]:
         """The members of ``numbers`` that are in the set, in their order."""
