@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Sequence
 
+    from ._backoff import Backoff
     from .auth import GoogleTokenProvider
 
 __all__ = ["main"]
@@ -275,11 +276,20 @@ def access_token(token_file: str) -> str:
     return _provider(token_file).token()
 
 
+def _token_backoff() -> Backoff:
+    """Short retries: a password command must answer its mail program in seconds."""
+    from ._backoff import Backoff
+
+    return Backoff(base=0.5, cap=2.0, attempts=3)
+
+
 def _provider(token_file: str) -> GoogleTokenProvider:
     from .auth import GoogleTokenProvider
 
     return GoogleTokenProvider.from_authorized_user_file(
-        os.path.expanduser(token_file), refresh_margin=TOKEN_MARGIN
+        os.path.expanduser(token_file),
+        refresh_margin=TOKEN_MARGIN,
+        backoff=_token_backoff(),
     )
 
 

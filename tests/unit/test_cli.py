@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gmail_xoauth2 import cli
+from gmail_xoauth2._backoff import Backoff
 from gmail_xoauth2._store import format_expiry
 from gmail_xoauth2.testing.gmail import FakeGmail
 from gmail_xoauth2.testing.google import FakeGoogle
@@ -305,10 +306,19 @@ def test_revoked_refresh_token_says_to_authorize_again(
 
 
 def test_unreachable_token_endpoint_is_one_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(
+        cli,
+        "_token_backoff",
+        lambda: Backoff(base=0.5, cap=2.0, attempts=3, sleep=slept.append),
+    )
     path = write_token_file(tmp_path / "t.json", valid_for=timedelta(minutes=-5))
     assert cli.main(["token", "--token-file", str(path)]) == 1
+    assert len(slept) == 3  # retried with backoff, then gave up
     err = capsys.readouterr().err
     assert err.startswith("gmail-xoauth2: error: ")
     assert err.count("\n") == 1
