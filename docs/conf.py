@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE / "_ext"))
 sys.path.insert(0, str(_HERE.parent / "src"))
 
 import gmail_xoauth2  # noqa: E402  (after the path set-up above)
@@ -22,18 +20,14 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
+    # Markdown pages: performance and testing against Dovecot.
+    "myst_parser",
 ]
-# Markdown pages (performance, testing against Dovecot) are rendered by MyST when it
-# is installed; otherwise a small fallback shows them as preformatted text.
-if importlib.util.find_spec("myst_parser") is not None:
-    extensions.append("myst_parser")
-    myst_heading_anchors = 3
-else:
-    extensions.append("markdown_fallback")
+myst_heading_anchors = 3
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
 # Google-style docstrings, types come from the annotations.
 napoleon_google_docstring = True
