@@ -12,7 +12,6 @@ import contextlib
 import email
 import email.policy
 import email.utils
-import inspect
 import tempfile
 import threading
 import time
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import TextIO
 
 from ._tokens import Clock
-from .errors import ConfigurationError
 
 __all__ = ["run_demo", "serve_fake_gmail"]
 
@@ -268,17 +266,9 @@ def serve_fake_gmail(
     """Run the fake Gmail until ``stop`` is set (or Ctrl-C), printing how to use it."""
     from .testing.gmail import FakeGmail
 
-    options: dict[str, object] = {"clock": clock}
-    if port_base is not None:
-        if "port_base" not in inspect.signature(FakeGmail).parameters:
-            raise ConfigurationError(
-                "this version of the fake Gmail cannot listen on fixed ports; "
-                "run `gmail-xoauth2 fake-gmail` without --port-base"
-            )
-        options["port_base"] = port_base
     with (
         tempfile.TemporaryDirectory(prefix="fake-gmail-tokens-") as workdir,
-        FakeGmail(users=users, **options) as gmail,  # type: ignore[arg-type]
+        FakeGmail(users=users, clock=clock, port_base=port_base) as gmail,
     ):
         token_files = []
         for user in users:

@@ -542,18 +542,17 @@ def test_fake_gmail_serves_until_interrupted(tmp_path: Path) -> None:
 
 
 def test_fake_gmail_port_base(capsys: pytest.CaptureFixture[str]) -> None:
-    import inspect
     import threading
+
+    from _ports import free_port_base
 
     from gmail_xoauth2._demo import serve_fake_gmail
 
-    if "port_base" in inspect.signature(FakeGmail).parameters:
-        stop = threading.Event()
-        stop.set()  # print the banner, then return at once
-        serve_fake_gmail(port_base=0, out=sys.stdout, stop=stop)
-        assert "Ready." in capsys.readouterr().out
-    else:
-        assert cli.main(["fake-gmail", "--port-base", "20993"]) == 2
-        err = capsys.readouterr().err
-        assert "cannot listen on fixed ports" in err
-        assert "without --port-base" in err
+    base = free_port_base()
+    stop = threading.Event()
+    stop.set()  # print the banner, then return at once
+    serve_fake_gmail(port_base=base, out=sys.stdout, stop=stop)
+    out = capsys.readouterr().out
+    assert "Ready." in out
+    assert f"IMAP        {base}  " in out
+    assert f"submission  {base + 3}  " in out

@@ -555,3 +555,30 @@ def test_module_main_prints_where_the_fake_is(
     text = capsys.readouterr().out
     assert text.startswith("Fake Gmail on 127.0.0.1 (Ctrl-C to stop)\n")
     assert "alice@example.com, bob@example.com" in text
+
+
+def test_port_base_puts_every_service_on_a_fixed_port() -> None:
+    import socket
+
+    from _ports import free_port_base
+
+    from gmail_xoauth2.testing import FakeGmail
+
+    base = free_port_base()
+    with FakeGmail(port_base=base) as gmail:
+        assert (
+            gmail.imap_port,
+            gmail.pop_port,
+            gmail.smtp_port,
+            gmail.submission_port,
+        ) == (base, base + 1, base + 2, base + 3)
+        assert gmail.google.url.endswith(f":{base + 4}")
+        with socket.create_connection((gmail.host, base + 3)) as plain:
+            assert plain.recv(100).startswith(b"220 smtp.gmail.com ESMTP ")
+
+
+def test_port_base_must_fit() -> None:
+    from gmail_xoauth2.testing import FakeGmail
+
+    with pytest.raises(ValueError):
+        FakeGmail(port_base=65533)

@@ -43,6 +43,8 @@ class FakeGmail:
         host: the loopback address to bind (``127.0.0.1``, ``::1``).
         aliases: per user, the other From addresses Gmail lets them send as;
             any other From is rewritten to the user's address.
+        port_base: listen on fixed ports instead: IMAP on ``port_base``, POP3
+            on +1, SMTP on +2, submission on +3 and the fake Google on +4.
 
     Example::
 
@@ -59,7 +61,11 @@ class FakeGmail:
         clock: Clock | None = None,
         host: str = "127.0.0.1",
         aliases: Mapping[str, Iterable[str]] | None = None,
+        port_base: int | None = None,
     ) -> None:
+        if port_base is not None and not 0 < port_base <= 65535 - 4:
+            raise ValueError("port_base must leave room for five ports below 65536")
+        self._port_base = port_base
         self.users: tuple[str, ...] = tuple(users)
         self.clock: Clock = clock if clock is not None else utcnow
         self.host = host
@@ -89,7 +95,9 @@ class FakeGmail:
     def _start(self) -> None:
         self._tempdir = Path(tempfile.mkdtemp(prefix="fake-gmail-"))
         self._pki = make_pki(self._tempdir, hosts=(self.host,))
-        self._google = FakeGoogle(clock=self.clock, host=self.host).start()
+        self._google = FakeGoogle(
+            clock=self.clock, host=self.host, port=self._port(4)
+        ).start()
         for user in self.users:
             self._google.add_user(user)
         store = MailStore(self.users, clock=self.clock)
@@ -98,19 +106,26 @@ class FakeGmail:
         )
         context = self._pki.server_context()
         self._servers["imap"] = FakeIMAPServer(
-            self._backend, ssl_context=context, host=self.host
+            self._backend, ssl_context=context, host=self.host, port=self._port(0)
         )
         self._servers["pop"] = FakePOPServer(
-            self._backend, ssl_context=context, host=self.host
+            self._backend, ssl_context=context, host=self.host, port=self._port(1)
         )
         self._servers["smtp"] = FakeSMTPServer(
-            self._backend, ssl_context=context, host=self.host
+            self._backend, ssl_context=context, host=self.host, port=self._port(2)
         )
         self._servers["submission"] = FakeSMTPServer(
-            self._backend, ssl_context=context, implicit_tls=False, host=self.host
+            self._backend,
+            ssl_context=context,
+            implicit_tls=False,
+            host=self.host,
+            port=self._port(3),
         )
         for server in self._servers.values():
             server.start()
+
+    def _port(self, offset: int) -> int:
+        return 0 if self._port_base is None else self._port_base + offset
 
     def close(self) -> None:
         """Stop every server, join every thread and remove the certificates.
