@@ -416,16 +416,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_fake_gmail(args: argparse.Namespace) -> int:
+    import signal
     import threading
 
     from ._demo import serve_fake_gmail
 
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        # `kill` (SIGTERM) stops it as cleanly as Ctrl-C: temporary files removed.
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
-        serve_fake_gmail(
-            port_base=args.port_base, out=sys.stdout, stop=threading.Event()
-        )
+        serve_fake_gmail(port_base=args.port_base, out=sys.stdout, stop=stop)
     except KeyboardInterrupt:
-        print("Stopped.")
+        pass
+    print("Stopped.")
     return EXIT_OK
 
 
