@@ -107,11 +107,12 @@ def authenticate(imap: IMAP4, token: str) -> None:
         _log.debug("authenticated as %s with %s", imap.user, mech)
         return
     check_too_many(imap.user, [server_text])
-    raise _failure(imap, typ, server_text, challenge)
+    # The whole final line without its tag, as POP3 (-ERR ...) and SMTP (535 ...).
+    raise _failure(imap, f"{typ} {server_text}".strip(), challenge)
 
 
 def _failure(
-    imap: IMAP4, typ: str, server_text: str, challenge: bytes | None
+    imap: IMAP4, server_text: str, challenge: bytes | None
 ) -> AuthenticationFailed:
     status = scope = None
     if challenge:
@@ -128,7 +129,7 @@ def _failure(
         hint = ""
     return AuthenticationFailed(
         f"{imap.host}:{imap.port} rejected {imap.mechanism} for {imap.user}: "
-        f"{typ} {server_text} (status {status}){hint}",
+        f"{server_text} (status {status}){hint}",
         protocol="imap",
         mechanism=imap.mechanism,
         status=status,

@@ -80,7 +80,7 @@ def test_login_sends_one_auth_line_and_session_works(
 KINDS = ("bad", "expired", "wrong-scope", "revoked")
 # Dovecot's answers after the error challenge (see test_dovecot_wire.py).
 SERVER_TEXT = {
-    "imap": "[AUTHENTICATIONFAILED] Authentication failed.",  # imaplib drops "NO"
+    "imap": "NO [AUTHENTICATIONFAILED] Authentication failed.",
     "pop": "-ERR [AUTH] Authentication failed.",
     "smtp": "535 5.7.8 Authentication failed.",
 }

@@ -183,6 +183,7 @@ def test_bad_token_answers_the_challenge_and_raises_with_status(
     exc = info.value
     assert (exc.status, exc.scope) == ("400", sasl.MAIL_SCOPE)
     assert (exc.protocol, exc.mechanism) == ("imap", mechanism)
+    assert exc.server_text == "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"
     assert "ya29.bogus" not in str(exc)
     [conn] = conn_ids(gmail)
     transcript = gmail.transcript("imap", conn)
