@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .imap import IMAP4
     from .pop import POP3
     from .sasl import (
+        IMAP_ADMIN_SCOPE,
         MAIL_SCOPE,
         ErrorChallenge,
         decode_error_challenge,
@@ -53,6 +54,7 @@ _LAZY = {
     "GMAIL_SMTP_HOST": "._constants",
     "StaticTokenProvider": "._tokens",
     "TokenProvider": "._tokens",
+    "IMAP_ADMIN_SCOPE": ".sasl",
     "MAIL_SCOPE": ".sasl",
     "ErrorChallenge": ".sasl",
     "decode_error_challenge": ".sasl",
@@ -72,6 +74,7 @@ __all__ = [
     "GMAIL_POP_HOST",
     "GMAIL_SMTP_HOST",
     "IMAP4",
+    "IMAP_ADMIN_SCOPE",
     "MAIL_SCOPE",
     "POP3",
     "SMTP",

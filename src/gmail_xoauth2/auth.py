@@ -44,13 +44,12 @@ from ._oauth import (
 from ._store import TokenFile, format_expiry, parse_expiry
 from ._tokens import Clock, utcnow
 from .errors import ConfigurationError, TokenError
-from .sasl import MAIL_SCOPE
+from .sasl import IMAP_ADMIN_SCOPE, MAIL_SCOPE
 
 __all__ = ["IMAP_ADMIN_SCOPE", "GoogleTokenProvider", "authorize"]
 
 _log = logging.getLogger(__name__)
 
-IMAP_ADMIN_SCOPE = "https://www.googleapis.com/auth/gmail.imap_admin"
 """Workspace domain-wide delegation only: every label and message over IMAP."""
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from .errors import ChallengeDecodeError, ConfigurationError, ProtocolError
 
 __all__ = [
+    "IMAP_ADMIN_SCOPE",
     "MAIL_SCOPE",
     "ClientResponse",
     "ErrorChallenge",
@@ -35,6 +36,9 @@ __all__ = [
 
 MAIL_SCOPE = "https://mail.google.com/"
 """The OAuth scope Gmail requires for IMAP, POP and SMTP."""
+
+IMAP_ADMIN_SCOPE = "https://www.googleapis.com/auth/gmail.imap_admin"
+"""Workspace domain-wide delegation only: every label and message shown over IMAP."""
 
 _SOH = "\x01"
 # RFC 7628 section 3.2.3: after an error challenge the client answers one ^A.
