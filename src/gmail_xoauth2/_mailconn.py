@@ -11,12 +11,14 @@ from collections.abc import Callable
 
 from . import sasl
 from ._backoff import Backoff
-from .errors import ChallengeDecodeError, ConnectionLost, Timeout
+from ._tokens import TokenProvider
+from .errors import AuthenticationFailed, ChallengeDecodeError, ConnectionLost, Timeout
 
 __all__ = [
     "Dead",
     "decode_challenge",
     "initial_response",
+    "login",
     "peer_closed",
     "reconnect",
     "too_many_message",
@@ -79,6 +81,47 @@ def peer_closed(sock: socket.socket | None) -> bool:
     except (OSError, ValueError):
         return True
     return bool(readable)
+
+
+def login(
+    tokens: TokenProvider,
+    *,
+    open_connection: Callable[[], None],
+    authenticate: Callable[[str], None],
+    peer_closed: Callable[[], bool],
+    abandon: Callable[[], None],
+    where: str,
+) -> None:
+    """Open a connection and log in; a rejected token is refreshed once.
+
+    The second attempt runs on the same connection when the server kept it
+    open, else on a new one. A second rejection is raised: a token just
+    refreshed and still refused will not be accepted by trying again.
+
+    Raises:
+        AuthenticationFailed: the refreshed token was rejected too.
+    """
+    open_connection()
+    try:
+        authenticate(tokens.token())
+        return
+    except AuthenticationFailed as exc:
+        _log.info(
+            "%s rejected the token (status %s); refreshing it and trying once more",
+            where,
+            exc.status,
+        )
+    token = tokens.token(force_refresh=True)
+    if peer_closed():
+        abandon()
+        open_connection()
+    try:
+        authenticate(token)
+    except Dead:
+        # The server closed the connection after the first rejection.
+        abandon()
+        open_connection()
+        authenticate(token)
 
 
 def reconnect(

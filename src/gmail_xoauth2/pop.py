@@ -18,6 +18,7 @@ from ._mailconn import (
     MECHANISMS,
     Dead,
     initial_response,
+    login,
     peer_closed,
     reconnect,
     too_many_message,
@@ -27,7 +28,6 @@ from ._pop_sasl import SESSION_ENDED, authenticate
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
-    AuthenticationFailed,
     ConfigurationError,
     ConnectionLost,
     Error,
@@ -221,28 +221,14 @@ class POP3(poplib.POP3):
 
     def _connect(self) -> None:
         """Open a connection and log in, refreshing the token once if rejected."""
-        self._open()
-        token = self._tokens.token()
-        try:
-            self._authenticate(token)
-        except AuthenticationFailed as exc:
-            _log.info(
-                "POP3 server rejected the token for %s (status %s); "
-                "refreshing it and trying once more",
-                self._user,
-                exc.status,
-            )
-            token = self._tokens.token(force_refresh=True)
-            if self._peer_closed():
-                self._abandon()
-                self._open()
-            try:
-                self._authenticate(token)
-            except Dead:
-                # The server closed the connection after the first rejection.
-                self._abandon()
-                self._open()
-                self._authenticate(token)
+        login(
+            self._tokens,
+            open_connection=self._open,
+            authenticate=self._authenticate,
+            peer_closed=self._peer_closed,
+            abandon=self._abandon,
+            where=f"the POP3 server {self.host}:{self.port}",
+        )
         self._deadline.start(self._tokens)
         self._deferred_logged = False
 

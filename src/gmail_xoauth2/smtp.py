@@ -20,6 +20,7 @@ from ._mailconn import (
     Dead,
     decode_challenge,
     initial_response,
+    login,
     peer_closed,
     reconnect,
     too_many_message,
@@ -205,27 +206,14 @@ class SMTP(smtplib.SMTP):
 
     def _connect(self) -> None:
         """Open a connection and log in, refreshing the token once if rejected."""
-        self._open()
-        token = self._tokens.token()
-        try:
-            self._authenticate(token)
-        except AuthenticationFailed as exc:
-            _log.info(
-                "SMTP server rejected the token for %s (status %s); "
-                "refreshing it and trying once more",
-                self._user,
-                exc.status,
-            )
-            token = self._tokens.token(force_refresh=True)
-            if self._peer_closed():
-                self.close()
-                self._open()
-            try:
-                self._authenticate(token)
-            except Dead:
-                # The server closed the connection after the first rejection.
-                self._open()
-                self._authenticate(token)
+        login(
+            self._tokens,
+            open_connection=self._open,
+            authenticate=self._authenticate,
+            peer_closed=self._peer_closed,
+            abandon=self.close,
+            where=f"the SMTP server {self._host}:{self._port}",
+        )
         self._deadline.start(self._tokens)
 
     def _authenticate(self, token: str) -> None:
