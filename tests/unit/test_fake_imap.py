@@ -754,3 +754,34 @@ def test_uid_expunge_removes_only_the_named_deleted_messages(mail: FakeGmail) ->
     assert imap.response("EXPUNGE") == ("EXPUNGE", [b"2", b"2"])
     assert imap.fetch("1:*", "(UID FLAGS)")[1] == [b"1 (UID 1 FLAGS (\\Deleted))"]
     imap.logout()
+
+
+def test_labels_are_renamed_and_deleted_but_mail_stays_in_all_mail() -> None:
+    import imaplib
+
+    from gmail_xoauth2.testing import FakeGmail
+
+    with FakeGmail() as gmail:
+        user = gmail.users[0]
+        imap = imaplib.IMAP4_SSL(
+            gmail.host, gmail.imap_port, ssl_context=gmail.ssl_context()
+        )
+        try:
+            token = gmail.mint_token(user)
+            imap.authenticate(
+                "XOAUTH2", lambda _: f"user={user}\1auth=Bearer {token}\1\1".encode()
+            )
+            assert imap.create("Projects")[0] == "OK"
+            raw = b"Subject: plan\r\n\r\nbody\r\n"
+            assert imap.append("Projects", None, None, raw)[0] == "OK"
+            assert imap.rename("Projects", "Work")[0] == "OK"
+            assert gmail.messages(user, "Work") == [raw]
+            names = b"".join(line for line in imap.list()[1] if line)
+            assert b'"Work"' in names and b'"Projects"' not in names
+            assert imap.rename("INBOX", "Other")[0] == "NO"
+            assert imap.delete('"[Gmail]/Sent Mail"')[0] == "NO"
+            assert imap.delete("Work")[0] == "OK"
+            assert imap.delete("Work")[0] == "NO"
+            assert raw in gmail.messages(user, "[Gmail]/All Mail")
+        finally:
+            imap.logout()

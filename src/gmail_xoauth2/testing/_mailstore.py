@@ -256,6 +256,47 @@ class MailStore:
                 mailbox, ("\\HasNoChildren",), next(self._uidvalidity)
             )
 
+    def delete(self, user: str, mailbox: str) -> None:
+        """Delete a user label; its messages stay in All Mail, as on Gmail.
+
+        Raises:
+            NoSuchMailbox: no such label.
+            ValueError: ``mailbox`` is INBOX or a ``[Gmail]`` system folder.
+        """
+        with self._lock:
+            boxes = self._boxes(user)
+            box = self._user_label(boxes, mailbox)
+            del boxes[box.name]
+            for message in box.messages:
+                self._relabel(user, message.gm_msgid)
+
+    def rename(self, user: str, old: str, new: str) -> None:
+        """Rename a user label; its messages keep their UIDs and get the new label.
+
+        Raises:
+            NoSuchMailbox: no label ``old``.
+            ValueError: a system folder, or ``new`` exists already.
+        """
+        with self._lock:
+            boxes = self._boxes(user)
+            box = self._user_label(boxes, old)
+            if new in boxes or new.upper() == INBOX or not new:
+                raise ValueError(f"mailbox {new!r} exists")
+            del boxes[old]
+            box.name = new
+            boxes[new] = box
+            for message in box.messages:
+                self._relabel(user, message.gm_msgid)
+
+    @staticmethod
+    def _user_label(boxes: dict[str, _Mailbox], mailbox: str) -> _Mailbox:
+        if mailbox.upper() == INBOX or any(mailbox == n for n, _ in _SYSTEM_FOLDERS):
+            raise ValueError(f"{mailbox!r} is a system folder")
+        box = boxes.get(mailbox)
+        if box is None:
+            raise NoSuchMailbox(mailbox)
+        return box
+
     def mailboxes(self, user: str) -> list[MailboxInfo]:
         """Every mailbox of ``user`` (as LIST shows them), INBOX first."""
         with self._lock:
