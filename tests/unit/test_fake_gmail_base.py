@@ -10,7 +10,7 @@ import socket
 import ssl
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -582,3 +582,43 @@ def test_port_base_must_fit() -> None:
 
     with pytest.raises(ValueError):
         FakeGmail(port_base=65533)
+
+
+# -- closing while a client is in the TLS handshake ---------------------------------
+
+
+def closes_promptly(close: Callable[[], object]) -> bool:
+    """Run ``close`` in a thread; whether it returned (a hang fails, not blocks)."""
+    done = threading.Event()
+
+    def run() -> None:
+        close()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done.wait(10)
+
+
+def test_close_ends_a_starttls_handshake_the_client_never_finishes(
+    echo: EchoServer,
+) -> None:
+    with plain(echo) as client:
+        client.send(b"TLS\r\n")
+        assert client.readline() == b"OK go\r\n"
+        # The server now waits for a ClientHello that never comes.
+        assert closes_promptly(echo.close)
+
+
+def test_close_ends_an_implicit_tls_handshake_the_client_never_finishes() -> None:
+    gmail = FakeGmail(users=[ALICE]).start()
+    with socket.create_connection((gmail.host, gmail.pop_port), timeout=10) as raw:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = gmail.ssl_context().wrap_bio(
+            incoming, outgoing, server_hostname=gmail.host
+        )
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        raw.sendall(outgoing.read())
+        # The server's hello arrived: it is in the handshake, waiting for ours.
+        assert raw.recv(65536)
+        assert closes_promptly(gmail.close)

@@ -135,7 +135,7 @@ class Connection:
         self._handler = threading.get_ident()
         try:
             if not self.tls and self.server.implicit_tls:
-                self.sock = self._wrap(self.sock)
+                self._wrap()
             self.dispatch("GREETING", self.greet)
             while not self._closing:
                 line = self.readline()
@@ -313,19 +313,35 @@ class Connection:
         section 4.2 forbids acting on it: the "STARTTLS command injection" hole).
         """
         self._buffer.clear()
-        with self._wlock:
-            self.sock = self._wrap(self.sock)
+        self._wrap()
 
-    def _wrap(self, sock: socket.socket) -> ssl.SSLSocket:
+    def _wrap(self) -> None:
+        """Replace the socket with a TLS one and run the server's handshake.
+
+        The handshake runs after ``self.sock`` is the TLS socket and outside the
+        write lock, so :meth:`close` can shut it down from another thread: a
+        client that never finishes its handshake cannot hang the server's close.
+        """
+        with self._wlock:
+            try:
+                # wrap_socket detaches the plain socket; from here on only the
+                # TLS socket's descriptor can be shut down.
+                wrapped = self.server.ssl_context.wrap_socket(
+                    self.sock, server_side=True, do_handshake_on_connect=False
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise _Disconnected from exc
+            self.sock = wrapped
+            if self._closing:
+                raise _Disconnected
         try:
-            wrapped = self.server.ssl_context.wrap_socket(sock, server_side=True)
+            wrapped.do_handshake()
         except (OSError, ssl.SSLError) as exc:
             logger.debug(
                 "%s connection %d: TLS handshake failed", self.protocol, self.conn_id
             )
             raise _Disconnected from exc
         self.tls = True
-        return wrapped
 
     # -- SASL ---------------------------------------------------------------------
 
