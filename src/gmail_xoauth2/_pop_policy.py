@@ -34,6 +34,14 @@ class Maildrop:
         """Record a STAT answer."""
         self._stat = stat
 
+    def saw_listing(self, lines: list[bytes]) -> None:
+        """Record a full LIST answer (``"n size"`` lines) as the STAT it implies."""
+        sizes = [line.split()[-1] for line in lines if line.split()]
+        self._stat = (
+            len(lines),
+            sum(_number(s.decode("ascii", "replace")) for s in sizes),
+        )
+
     def saw_uids(self, lines: list[bytes], *, complete: bool) -> None:
         """Record ``"n uid"`` lines from UIDL (all of them when ``complete``)."""
         if complete:
@@ -46,7 +54,8 @@ class Maildrop:
         """The error for marks lost with a session that never got to QUIT."""
         marked = ", ".join(sorted(self.pending, key=_number))
         count = len(self.pending)
-        self.forget()
+        # The numbering the caller saw is kept: the next session checks it.
+        self.pending.clear()
         return ConnectionLost(
             f"{cause}: the {count} deletion(s) marked with DELE (message(s) {marked}) "
             "were NOT applied and those messages are still on the server; POP3 "
@@ -57,7 +66,7 @@ class Maildrop:
     def unconfirmed(self) -> ConnectionLost:
         """The error for marks whose QUIT was sent but never answered."""
         count = len(self.pending)
-        self.forget()
+        self.pending.clear()
         return ConnectionLost(
             "the connection closed before the server confirmed QUIT, so the "
             f"{count} deletion(s) marked with DELE may not have been applied "

@@ -360,8 +360,12 @@ class POP3(poplib.POP3):
             pass
         self._abandon()
 
-    def _before_command(self) -> None:
-        """At a command boundary: replace a dead or expiring connection."""
+    def _before_command(self) -> bool:
+        """At a command boundary: replace a dead or expiring connection.
+
+        Returns:
+            Whether the connection was replaced (message numbers may differ).
+        """
         if self._peer_closed():
             self._abandon()
             if self._maildrop.pending:
@@ -369,7 +373,8 @@ class POP3(poplib.POP3):
             if not self._reconnect:
                 raise ConnectionLost("the POP3 connection is closed; reconnect=False")
             self._reestablish("the server closed the connection")
-        elif self._reconnect and self._deadline.due():
+            return True
+        if self._reconnect and self._deadline.due():
             if self._maildrop.pending:
                 # Replacing the session would silently drop the marks, and
                 # committing them early would take the choice (RSET) away: keep
@@ -382,15 +387,20 @@ class POP3(poplib.POP3):
                         self._user,
                     )
                     self._deferred_logged = True
-                return
+                return False
             self._retire()
             self._reestablish("the access token or session is about to expire")
+            return True
+        return False
 
     def _run(self, what: str, call: Callable[[], _T], *, number: Any = None) -> _T:
         """Run a command that may be repeated on a new connection if this one dies."""
-        self._before_command()
+        replaced = self._before_command()
         try:
             with self._wire(what):
+                if replaced:
+                    # A new session numbers the messages afresh (RFC 1939 5).
+                    self._check_numbering(number)
                 return call()
         except Dead as exc:
             if self._maildrop.pending:
@@ -430,7 +440,10 @@ class POP3(poplib.POP3):
 
     def list(self, which: Any | None = None) -> _LongResp:
         """LIST, repeated once on a new connection if this one died."""
-        return self._run("LIST", lambda: poplib.POP3.list(self, which), number=which)
+        result = self._run("LIST", lambda: poplib.POP3.list(self, which), number=which)
+        if which is None:
+            self._maildrop.saw_listing(result[1])
+        return result
 
     def retr(self, which: Any) -> _LongResp:
         """RETR, repeated once on a new connection if this one died."""

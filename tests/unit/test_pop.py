@@ -378,6 +378,54 @@ def test_a_changed_mailbox_stops_a_numbered_retry(gmail: FakeGmail) -> None:
         assert client_lines(gmail, 2)[1:] == [b"UIDL 2"]
 
 
+def test_a_changed_mailbox_stops_a_numbered_command_after_the_session_ended(
+    gmail: FakeGmail,
+) -> None:
+    with connect(gmail) as pop:
+        pop.uidl()
+        gmail.end_sessions(ALICE, "pop")
+        first_uid = gmail.backend.store.status(ALICE, "INBOX").messages[0].uid
+        gmail.backend.store.remove(ALICE, "INBOX", [first_uid])
+        # Message 2 is now "three": RETR 2 must not quietly return it.
+        with pytest.raises(ConnectionLost, match="message 2 may now be another"):
+            pop.retr(2)
+        assert client_lines(gmail, 2)[1:] == [b"UIDL 2"]
+
+
+def test_a_changed_mailbox_stops_a_numbered_command_after_a_proactive_reconnect(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    with connect(gmail) as pop:
+        assert pop.stat()[0] == 3
+        first_uid = gmail.backend.store.status(ALICE, "INBOX").messages[0].uid
+        gmail.backend.store.remove(ALICE, "INBOX", [first_uid])
+        clock.advance(timedelta(seconds=3599 - 30))  # due: the next call reconnects
+        with pytest.raises(ConnectionLost, match="message 1 may now be another"):
+            pop.dele(1)
+        assert client_lines(gmail, 2)[1:] == [b"STAT"]
+    assert len(gmail.messages(ALICE)) == 2
+
+
+def test_an_unchanged_mailbox_lets_a_numbered_command_run_after_a_reconnect(
+    gmail: FakeGmail,
+) -> None:
+    with connect(gmail) as pop:
+        pop.list()
+        gmail.end_sessions(ALICE, "pop")
+        assert pop.retr(2)[1][-1] == b"second"
+        assert client_lines(gmail, 2)[1:] == [b"STAT", b"RETR 2"]
+
+
+def test_a_listing_is_enough_to_stop_a_numbered_retry(gmail: FakeGmail) -> None:
+    with connect(gmail) as pop:
+        pop.list()
+        first_uid = gmail.backend.store.status(ALICE, "INBOX").messages[0].uid
+        gmail.backend.store.remove(ALICE, "INBOX", [first_uid])
+        gmail.fail_next("pop", "TOP", "drop_before")
+        with pytest.raises(ConnectionLost, match="message 2 may now be another"):
+            pop.top(2, 0)
+
+
 # -- deletions ----------------------------------------------------------------------
 
 
@@ -413,6 +461,23 @@ def test_pending_deletions_lost_with_the_connection_are_reported(
         # The next call starts a new session; nothing is marked there.
         assert pop.stat()[0] == 3
     assert gmail.messages(ALICE) == MESSAGES
+
+
+def test_numbering_is_still_checked_after_pending_deletions_were_lost(
+    gmail: FakeGmail,
+) -> None:
+    with connect(gmail) as pop:
+        pop.uidl()
+        pop.dele(2)
+        gmail.fail_next("pop", "NOOP", "drop_before")
+        with pytest.raises(ConnectionLost, match="NOT applied"):
+            pop.noop()
+        first_uid = gmail.backend.store.status(ALICE, "INBOX").messages[0].uid
+        gmail.backend.store.remove(ALICE, "INBOX", [first_uid])
+        # Marking "2" again on the new session would mark "three" instead.
+        with pytest.raises(ConnectionLost, match="message 2 may now be another"):
+            pop.dele(2)
+    assert len(gmail.messages(ALICE)) == 2
 
 
 def test_session_ended_with_deletions_pending_is_reported(gmail: FakeGmail) -> None:
