@@ -9,9 +9,18 @@ import time
 from dataclasses import dataclass
 
 from ._tokens import TokenSource
-from .errors import AuthenticationFailed, ConnectionLost, Error
+from .errors import (
+    AuthenticationFailed,
+    ConnectionLost,
+    Error,
+    InsecureConnection,
+    Timeout,
+)
 
-__all__ = ["CheckResult", "check_login", "describe_error"]
+__all__ = ["CheckResult", "check_advice", "check_login", "describe_error"]
+
+_ENDPOINT_ADVICE = "check the host, the port and --starttls"
+_CAFILE_ADVICE = "pass --cafile PEM if the server uses a private CA"
 
 
 @dataclass
@@ -70,7 +79,7 @@ def check_login(
             False,
             counter.flights,
             elapsed,
-            describe_error(exc),
+            check_advice(exc, endpoint),
         )
     elapsed = (time.perf_counter() - start) * 1000
     flights = counter.flights
@@ -170,6 +179,29 @@ def _close_quietly(protocol: str, connection: object) -> None:
             pass
 
 
+def check_advice(exc: BaseException, endpoint: str) -> str:
+    """:func:`describe_error` for a failed login, with what to check in ``check``.
+
+    A server that answers in another protocol (a wrong port, or ``--starttls``
+    against an implicit-TLS port) shows up as a lost connection without an
+    operating-system cause, a timeout, or an error of the standard library.
+    """
+    if not isinstance(exc, (Error, OSError)):
+        return (
+            f"unexpected answer from {endpoint} ({type(exc).__module__}."
+            f"{type(exc).__qualname__}); {_ENDPOINT_ADVICE}"
+        )
+    reason = describe_error(exc)
+    cause = _os_cause(exc)
+    if isinstance(exc, InsecureConnection) and isinstance(
+        cause, ssl.SSLCertVerificationError
+    ):
+        return f"{reason}; {_CAFILE_ADVICE}"
+    if isinstance(exc, Timeout) or (isinstance(exc, ConnectionLost) and cause is None):
+        return f"{reason}; {_ENDPOINT_ADVICE}"
+    return reason
+
+
 def describe_error(exc: BaseException) -> str:
     """One sentence for ``exc`` that says what went wrong and what to do.
 
@@ -181,7 +213,8 @@ def describe_error(exc: BaseException) -> str:
         if exc.scope:
             parts.append(f"scope {exc.scope}")
         decoded = f" ({', '.join(parts)})" if parts else ""
-        text = exc.server_text.strip() or str(exc)
+        # One line: SMTP replies span several ("535-5.7.8 ..." / "535 5.7.8 ...").
+        text = " ".join(exc.server_text.split()) or str(exc)
         return (
             f'rejected{decoded}: "{text}"; the server refused the token: check that '
             "--user is the account you authorized"
@@ -230,7 +263,7 @@ def _network_advice(exc: OSError) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "check the host and port"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return "pass --cafile PEM if the server uses a private CA"
+        return _CAFILE_ADVICE
     if isinstance(exc, ssl.SSLError):
         return "check the port and --starttls"
     return "check your network connection and the port"

@@ -223,9 +223,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--port-base",
-        type=_port,
+        type=_port_base,
         metavar="N",
-        help="listen on N (IMAP), N+1 (POP), N+2 (SMTP TLS), N+3 (SMTP STARTTLS)",
+        help="listen on N (IMAP), N+1 (POP), N+2 (SMTP TLS), N+3 (SMTP STARTTLS) "
+        "and N+4 (the fake Google)",
     )
     p.set_defaults(handler=_cmd_fake_gmail)
 
@@ -258,6 +259,22 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not between 0 and 65535")
     return value
+
+
+def _port_base(text: str) -> int:
+    """A first port that leaves room for the fake Gmail's five: N .. N+4."""
+    import argparse
+
+    value = _port(text)
+    if not 1 <= value <= _LAST_PORT_BASE:
+        raise argparse.ArgumentTypeError(
+            f"{value} is not between 1 and {_LAST_PORT_BASE} (the fake Gmail listens "
+            "on five ports from N)"
+        )
+    return value
+
+
+_LAST_PORT_BASE = 65535 - 4
 
 
 # --- token and string: the fast path -------------------------------------------
@@ -429,6 +446,15 @@ def _cmd_fake_gmail(args: argparse.Namespace) -> int:
         serve_fake_gmail(port_base=args.port_base, out=sys.stdout, stop=stop)
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        import errno
+
+        if args.port_base is None or exc.errno != errno.EADDRINUSE:
+            raise
+        raise _Failure(
+            f"a port from {args.port_base} to {args.port_base + 4} is already in "
+            "use; choose another --port-base, or leave it out to use free ports"
+        ) from exc
     print("Stopped.")
     return EXIT_OK
 

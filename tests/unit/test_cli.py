@@ -464,6 +464,68 @@ def test_check_refused_port(
     assert out[1].endswith("; check the host and port")
 
 
+def test_check_rejection_over_smtp_is_one_line(
+    gmail: FakeGmail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Gmail's 535 reply spans two lines (535-5.7.8 ... / 535 5.7.8 ...); the reason
+    # printed under the summary stays on one.
+    path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
+    argv = check_argv(gmail, path, "--user", "bob@example.com", "--smtp")
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert out[0].split()[:3] == ["smtp", "failed", "XOAUTH2"]
+    assert "Learn more at 5.7.8 https://support.google.com/mail/" in out[1]
+    assert out[1].endswith("check that --user is the account you authorized")
+
+
+def test_check_without_the_ca_says_to_pass_cafile(
+    gmail: FakeGmail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
+    argv = check_argv(gmail, path, "--user", USER)
+    del argv[argv.index("--cafile") : argv.index("--cafile") + 2]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 6
+    for reason in out[1::2]:
+        assert "no token was sent" in reason
+        assert reason.endswith("; pass --cafile PEM if the server uses a private CA")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "wrong_port"),
+    [("imap", "pop_port"), ("pop", "smtp_port"), ("smtp", "imap_port")],
+)
+def test_check_against_another_protocols_port_says_what_to_check(
+    gmail: FakeGmail,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    protocol: str,
+    wrong_port: str,
+) -> None:
+    path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
+    argv = check_argv(gmail, path, "--user", USER, f"--{protocol}")
+    argv[argv.index(f"--{protocol}-port") + 1] = str(getattr(gmail, wrong_port))
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert out[0].split()[:2] == [protocol, "failed"]
+    assert "run again" not in out[1]
+    assert out[1].endswith("; check the host, the port and --starttls")
+
+
+def test_check_timeout_says_what_to_check() -> None:
+    from gmail_xoauth2._check import check_advice
+    from gmail_xoauth2.errors import Timeout
+
+    exc = Timeout("127.0.0.1:993 did not answer within 30.0s")
+    assert check_advice(exc, "127.0.0.1:993") == (
+        "127.0.0.1:993 did not answer within 30.0s; check the host, the port "
+        "and --starttls"
+    )
+
+
 # --- demo and fake-gmail ---
 
 
@@ -556,3 +618,32 @@ def test_fake_gmail_port_base(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Ready." in out
     assert f"IMAP        {base}  " in out
     assert f"submission  {base + 3}  " in out
+
+
+@pytest.mark.parametrize("base", ["0", "65532", "65535"])
+def test_fake_gmail_port_base_out_of_range_is_a_usage_error(
+    base: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["fake-gmail", "--port-base", base]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "between 1 and 65531" in err
+
+
+def test_fake_gmail_port_base_in_use_says_to_choose_another(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    from _ports import free_port_base
+
+    base = free_port_base()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", base + 4))
+        busy.listen()
+        assert cli.main(["fake-gmail", "--port-base", str(base)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"gmail-xoauth2: error: a port from {base} to {base + 4} is already in use; "
+        "choose another --port-base, or leave it out to use free ports\n"
+    )
