@@ -374,6 +374,13 @@ def token_error(code: str | None, *, service_account: bool) -> TokenError:
             "and scope: authorize its client ID for the scope in the Google "
             "Admin console (Security > API controls > Domain-wide delegation)"
         )
+    if code == "unauthorized_client":
+        # Google's answer when the refresh token was issued to another client.
+        return TokenError(
+            "the OAuth client may not use this refresh token (unauthorized_client): "
+            "it was issued to another client; run `gmail-xoauth2 authorize` again "
+            "with the client secrets file you mean to use"
+        )
     if code == "invalid_client":
         return TokenError(
             "the OAuth client was rejected (invalid_client): its client ID or "
@@ -385,7 +392,15 @@ def token_error(code: str | None, *, service_account: bool) -> TokenError:
             "the requested scope was refused (invalid_scope); run "
             "`gmail-xoauth2 authorize` again with https://mail.google.com/"
         )
-    return TokenError(f"token refresh failed ({code or 'unexpected response'})")
+    if code is None:
+        return TokenError(
+            "the token endpoint sent an unexpected response (no OAuth error "
+            "code); try again later, and check for a proxy if it persists"
+        )
+    return TokenError(
+        f"the token endpoint refused the refresh ({code}); if it persists, run "
+        "`gmail-xoauth2 authorize` again"
+    )
 
 
 def authorized_user_fields(data: Mapping[str, object], source: str) -> dict[str, Any]:

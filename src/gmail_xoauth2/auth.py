@@ -9,6 +9,7 @@ google-auth's own retries sleep for real; here the transport fails at once on
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -52,23 +53,45 @@ _log = logging.getLogger(__name__)
 
 """Workspace domain-wide delegation only: every label and message over IMAP."""
 
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Every answer google-auth would retry itself (with real sleeps): 408, 429, 5xx,
+# and an OAuth error saying the server is at fault (RFC 6749 section 4.1.2.1).
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_RETRY_CODES = frozenset(
+    {"internal_failure", "server_error", "temporarily_unavailable"}
+)
 
 
 class _RetryableStatus(google.auth.exceptions.TransportError):
-    """The token endpoint answered 429 or 5xx; raised at once, retried by us."""
+    """The token endpoint failed transiently; raised at once, retried by us."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__(f"token endpoint answered HTTP {status}")  # type: ignore[no-untyped-call]
+    def __init__(self, status: int, code: str | None = None) -> None:
+        self.reason = f"HTTP {status} {code}" if code else f"HTTP {status}"
+        super().__init__(f"token endpoint answered {self.reason}")  # type: ignore[no-untyped-call]
         self.status = status
 
 
-class _Transport(google.auth.transport.Request):
-    """google-auth's requests transport, failing fast on 429 and 5xx.
+def _retryable_code(data: object) -> str | None:
+    """The body's OAuth error code when it names a server-side, transient fault."""
+    try:
+        decoded = json.loads(data) if isinstance(data, bytes | str) else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    for key in ("error", "error_description"):
+        value = decoded.get(key)
+        if isinstance(value, str) and value in _RETRY_CODES:
+            return value
+    return None
 
-    google-auth retries those itself with real ``time.sleep`` calls; raising a
-    ``TransportError`` instead stops its loop so the provider's own
-    :class:`Backoff` (with an injectable sleep) decides.
+
+class _Transport(google.auth.transport.Request):
+    """google-auth's requests transport, failing fast on transient failures.
+
+    google-auth retries 408, 429, 5xx and the ``server_error`` family itself
+    with real ``time.sleep`` calls; raising a ``TransportError`` instead stops
+    its loop so the provider's own :class:`Backoff` (with an injectable sleep)
+    decides.
     """
 
     def __init__(self, session: requests.Session | None, timeout: float) -> None:
@@ -92,8 +115,13 @@ class _Transport(google.auth.transport.Request):
             timeout=timeout or self._timeout,
             **kwargs,
         )
-        if response.status in _RETRY_STATUSES:
-            raise _RetryableStatus(response.status)
+        status = int(response.status)
+        if status in _RETRY_STATUSES:
+            raise _RetryableStatus(status)
+        if status != 200:
+            code = _retryable_code(response.data)
+            if code is not None:
+                raise _RetryableStatus(status, code)
         return response
 
     def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, object]:
@@ -184,6 +212,10 @@ class GoogleTokenProvider:
         self._transport = _Transport(session, timeout)
         self._lock = threading.Lock()
         self._last_handed = threading.local()
+        # Refreshes finished so far, and the last one's error if it failed:
+        # callers that queued behind a failing refresh share its error.
+        self._flights = 0
+        self._failure: tuple[int, TokenError] | None = None
         token = self._credentials.token
         self._token: str | None = token if isinstance(token, str) and token else None
         self._expiry = _aware(self._credentials.expiry)
@@ -278,6 +310,7 @@ class GoogleTokenProvider:
         # the current one. A forced refresh replaces only that token, so many
         # threads forcing at once cause one refresh.
         seen: str | None = getattr(self._last_handed, "token", None) or self._token
+        ticket = self._flights
         with self._lock:
             now = self._clock()
             current = self._token
@@ -285,7 +318,22 @@ class GoogleTokenProvider:
                 if not force_refresh or current != seen:
                     self._last_handed.token = current
                     return current
-            token = self._refresh(rejected=seen if force_refresh else None)
+            failure = self._failure
+            if failure is not None and failure[0] > ticket:
+                # A refresh that ran while this call queued has just failed,
+                # after its own retries: running them all again per waiting
+                # thread would multiply the requests and the wait.
+                _log.debug("sharing the failure of the refresh this call waited for")
+                shared = copy.copy(failure[1])
+                raise shared from failure[1].__cause__
+            try:
+                token = self._refresh(rejected=seen if force_refresh else None)
+            except TokenError as exc:
+                self._flights += 1
+                self._failure = (self._flights, exc)
+                raise
+            self._flights += 1
+            self._failure = None
             self._last_handed.token = token
             return token
 
@@ -350,9 +398,7 @@ class GoogleTokenProvider:
             except google.auth.exceptions.TransportError as exc:
                 failure: Exception = exc
                 reason = (
-                    f"HTTP {exc.status}"
-                    if isinstance(exc, _RetryableStatus)
-                    else "network error"
+                    exc.reason if isinstance(exc, _RetryableStatus) else "network error"
                 )
             except google.auth.exceptions.RefreshError as exc:
                 code = _refresh_error_code(exc)
@@ -365,6 +411,16 @@ class GoogleTokenProvider:
                 raise TokenError(
                     f"token refresh failed ({type(exc).__name__}); "
                     "check the credentials file"
+                ) from exc
+            except (TypeError, ValueError, KeyError) as exc:
+                # google-auth indexes whatever came back with a 200 (an HTML
+                # page from a proxy, an expires_in it cannot read). Only the
+                # type is shown: the body is not ours to print.
+                raise TokenError(
+                    "the token endpoint sent something that is not an OAuth token "
+                    f"response ({type(exc).__name__}); if a proxy or captive "
+                    "portal is in the way, sign in to it, then try again",
+                    retryable=True,
                 ) from exc
             else:
                 return self._refreshed(started)

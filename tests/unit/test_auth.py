@@ -436,3 +436,147 @@ def test_bad_arguments(token_file: Path) -> None:
         GoogleTokenProvider.from_authorized_user_file(
             token_file, refresh_margin=timedelta(seconds=-1)
         )
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, "<html>Sign in to the hotel Wi-Fi</html>"),  # a captive portal
+        (200, {"expires_in": 3599}),  # no access token
+        (200, {"access_token": "ya29.x", "expires_in": "an hour"}),
+        (400, "<html>Bad Request</html>"),
+        (401, "<html>Unauthorized</html>"),
+    ],
+)
+def test_garbage_from_the_token_endpoint_is_a_token_error(
+    fake: FakeGoogle,
+    token_file: Path,
+    clock: ManualClock,
+    backoff: Backoff,
+    status: int,
+    body: dict[str, object] | str,
+) -> None:
+    provider = _provider(token_file, clock, backoff)
+    clock.advance(timedelta(hours=1))
+    fake.fail_next(status, body=body)
+    with pytest.raises(TokenError) as info:
+        provider.token()
+    message = str(info.value)
+    assert "token endpoint" in message
+    for text in ("Wi-Fi", "Bad Request", "Unauthorized", "an hour"):
+        assert text not in message
+    # The next call, with the endpoint healthy again, succeeds.
+    assert fake.lookup(provider.token()) is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,  # 408 Request Timeout
+        {"error": "temporarily_unavailable"},
+        {"error": "server_error", "error_description": "try later"},
+    ],
+)
+def test_google_auth_never_sleeps_on_its_own(
+    fake: FakeGoogle,
+    token_file: Path,
+    clock: ManualClock,
+    backoff: Backoff,
+    sleeps: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+    body: dict[str, object] | None,
+) -> None:
+    # google-auth retries 408 and these error codes itself with real sleeps;
+    # every wait must go through the provider's injectable Backoff instead.
+    hidden: list[float] = []
+    monkeypatch.setattr(
+        "google.auth._exponential_backoff.time",
+        type("FakeTime", (), {"sleep": staticmethod(hidden.append)}),
+    )
+    provider = _provider(token_file, clock, backoff)
+    clock.advance(timedelta(hours=1))
+    fake.fail_next(408 if body is None else 400, body=body)
+    assert fake.lookup(provider.token()) is not None
+    assert hidden == []
+    assert sleeps == [0.5]
+    assert fake.request_count(**REFRESHES) == 2
+
+
+class _ArrivalLock:
+    """The provider's lock, announcing each caller before it blocks on it."""
+
+    def __init__(self, inner: threading.Lock, arrived: threading.Semaphore) -> None:
+        self._inner = inner
+        self._arrived = arrived
+
+    def __enter__(self) -> None:
+        self._arrived.release()
+        self._inner.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._inner.release()
+
+
+def test_threads_waiting_on_a_failing_refresh_share_its_error(
+    fake: FakeGoogle, token_file: Path, clock: ManualClock
+) -> None:
+    # Without sharing, each of 8 waiting threads would run the whole retry
+    # loop again, one after another: 8 x 3 requests and 8 x the backoff.
+    arrived = threading.Semaphore(0)
+    waiters: list[threading.Thread] = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            provider.token()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def sleep(delay: float) -> None:
+        # The first refresh is in its backoff, holding the lock: 8 more
+        # threads arrive and queue behind it.
+        if not waiters:
+            arrived.acquire(timeout=30)  # the first caller itself
+            waiters.extend(threading.Thread(target=call) for _ in range(8))
+            for thread in waiters:
+                thread.start()
+            for _ in waiters:
+                assert arrived.acquire(timeout=30)
+
+    provider = _provider(
+        token_file, clock, Backoff(base=1.0, attempts=2, sleep=sleep, rand=lambda: 0)
+    )
+    provider._lock = _ArrivalLock(provider._lock, arrived)  # type: ignore[assignment]
+    clock.advance(timedelta(hours=1))
+    fake.fail_next(503, count=100)
+    with pytest.raises(TokenError) as first:
+        provider.token()
+    for thread in waiters:
+        thread.join(timeout=30)
+    assert len(errors) == 8
+    assert fake.request_count(**REFRESHES) == 3
+    for error in errors:
+        assert type(error) is TokenError
+        assert str(error) == str(first.value)
+        assert error.retryable
+        assert error is not first.value
+    # A call made after the failure tries again.
+    fake._failures.clear()
+    assert fake.lookup(provider.token()) is not None
+    assert fake.request_count(**REFRESHES) == 4
+
+
+def test_unauthorized_client_for_a_user_says_what_to_do(
+    fake: FakeGoogle, token_file: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    provider = _provider(token_file, clock, backoff)
+    clock.advance(timedelta(hours=1))
+    fake.fail_next(
+        401, body={"error": "unauthorized_client", "error_description": "Unauthorized"}
+    )
+    with pytest.raises(TokenError) as info:
+        provider.token()
+    message = str(info.value)
+    assert "unauthorized_client" in message
+    assert "gmail-xoauth2 authorize" in message
+    assert fake.client_secret not in message

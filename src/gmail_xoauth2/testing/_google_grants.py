@@ -104,7 +104,7 @@ class GoogleEndpoints:
     _access: dict[str, _Access]
     _codes: dict[str, _Code]
     _service_accounts: dict[str, _ServiceAccount]
-    _failures: dict[str, deque[tuple[int, dict[str, object] | None]]]
+    _failures: dict[str, deque[tuple[int, dict[str, object] | str | None]]]
     _requests: list[tuple[str, str | None]]
     _auth_requests: list[dict[str, str]]
 

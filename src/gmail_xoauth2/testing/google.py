@@ -74,7 +74,9 @@ class FakeGoogle(GoogleEndpoints):
         self._access: dict[str, _Access] = {}
         self._codes: dict[str, _Code] = {}
         self._service_accounts: dict[str, _ServiceAccount] = {}
-        self._failures: dict[str, deque[tuple[int, dict[str, object] | None]]] = {}
+        self._failures: dict[
+            str, deque[tuple[int, dict[str, object] | str | None]]
+        ] = {}
         self._requests: list[tuple[str, str | None]] = []
         self._auth_requests: list[dict[str, str]] = []
 
@@ -212,9 +214,13 @@ class FakeGoogle(GoogleEndpoints):
         *,
         count: int = 1,
         path: str = "/token",
-        body: dict[str, object] | None = None,
+        body: dict[str, object] | str | None = None,
     ) -> None:
-        """Answer the next ``count`` requests to ``path`` with ``status``, ``body``."""
+        """Answer the next ``count`` requests to ``path`` with ``status``, ``body``.
+
+        A dict ``body`` is sent as JSON, a str as an HTML page (what a proxy or
+        captive portal sends), None as an OAuth error fitting the status.
+        """
         with self._lock:
             queue = self._failures.setdefault(path, deque())
             queue.extend([(status, body)] * count)
