@@ -6,7 +6,7 @@ import logging
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from email.message import Message
 from types import TracebackType
@@ -132,6 +132,7 @@ class SMTP(smtplib.SMTP):
         self._secrets: list[str] = []
         self._in_data = False
         self._dot_sent = False
+        self._sending = False
         try:
             self._connect()
         except Dead as exc:
@@ -410,28 +411,39 @@ class SMTP(smtplib.SMTP):
                 message was not sent.
         """
         self._before_send()
-        self._dot_sent = False
+        args = (from_addr, to_addrs, msg, mail_options, rcpt_options)
         try:
-            with self._wire("sending a message"):
-                return super().sendmail(
-                    from_addr, to_addrs, msg, mail_options, rcpt_options
-                )
+            return self._sendmail_once(*args)
         except Dead as exc:
             if not self._reconnect:
                 raise ConnectionLost(
                     f"{exc}; the message was not sent (reconnect=False)"
                 ) from exc
             self._reestablish(f"{exc}, before the message was sent")
+        try:
+            return self._sendmail_once(*args)
+        except Dead as exc:
+            raise ConnectionLost(
+                f"{exc}, again after reconnecting; the message was not sent"
+            ) from exc
+
+    def _sendmail_once(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: Any,
+        mail_options: Sequence[str],
+        rcpt_options: Sequence[str],
+    ) -> _SendErrs:
         self._dot_sent = False
+        self._sending = True
         try:
             with self._wire("sending a message"):
                 return super().sendmail(
                     from_addr, to_addrs, msg, mail_options, rcpt_options
                 )
-        except Dead as exc:
-            raise ConnectionLost(
-                f"{exc}, again after reconnecting; the message was not sent"
-            ) from exc
+        finally:
+            self._sending = False
 
     def send_message(
         self,
@@ -446,6 +458,33 @@ class SMTP(smtplib.SMTP):
         return super().send_message(
             msg, from_addr, to_addrs, mail_options, rcpt_options
         )
+
+    def noop(self) -> _Reply:
+        """NOOP on a live connection: a dead, ended or expiring one is replaced."""
+        return self._harmless("NOOP", super().noop)
+
+    def rset(self) -> _Reply:
+        """RSET on a live connection: a dead, ended or expiring one is replaced."""
+        if self._sending:
+            # smtplib's own reset after a refusal, inside sendmail: as is.
+            return super().rset()
+        return self._harmless("RSET", super().rset)
+
+    def _harmless(self, what: str, call: Callable[[], _Reply]) -> _Reply:
+        """Run a command that changes nothing on the server, surviving session ends."""
+        self._before_send()
+        try:
+            with self._wire(what):
+                return call()
+        except Dead as exc:
+            if not self._reconnect:
+                raise ConnectionLost(f"{exc}, and reconnect=False") from exc
+            self._reestablish(str(exc))
+        try:
+            with self._wire(what):
+                return call()
+        except Dead as exc:
+            raise ConnectionLost(f"{exc}, again after reconnecting") from exc
 
     def quit(self) -> _Reply:
         """QUIT and close; a connection the server already closed just closes."""

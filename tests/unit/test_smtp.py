@@ -408,6 +408,40 @@ def test_quit_after_the_server_closed_is_quiet(gmail: FakeGmail) -> None:
     assert smtp.sock is None
 
 
+@pytest.mark.parametrize("verb", ["noop", "rset"])
+def test_noop_and_rset_after_gmail_ends_the_session(
+    gmail: FakeGmail, verb: str
+) -> None:
+    with connect(gmail) as smtp:
+        gmail.end_sessions(ALICE, "smtp")
+        # Not Gmail's 451 read as the reply, nor "Server not connected".
+        assert getattr(smtp, verb)()[0] == 250
+        assert client_lines(gmail, 2)[-1] == verb.encode()
+        gmail.fail_next("smtp", verb.upper(), "drop_before")
+        assert getattr(smtp, verb)()[0] == 250
+        assert send(smtp) == {}
+    assert gmail.connection_count("smtp") == 3
+
+
+def test_noop_on_a_dead_connection_without_reconnect(gmail: FakeGmail) -> None:
+    with connect(gmail, reconnect=False) as smtp:
+        gmail.end_sessions(ALICE, "smtp")
+        with pytest.raises(ConnectionLost, match="reconnect=False"):
+            smtp.noop()
+    assert gmail.connection_count("smtp") == 1
+
+
+def test_a_refused_send_still_resets_on_the_same_connection(gmail: FakeGmail) -> None:
+    with connect(gmail, reconnect=False) as smtp:
+        gmail.fail_next("smtp", "MAIL", "reply", line="550 5.7.1 Not allowed")
+        with pytest.raises(smtplib.SMTPSenderRefused) as info:
+            send(smtp)
+        assert info.value.smtp_code == 550
+        assert client_lines(gmail, 1)[-1] == b"rset"
+        assert send(smtp) == {}
+    assert gmail.connection_count("smtp") == 1
+
+
 # -- secrets ---------------------------------------------------------------------
 
 
