@@ -115,6 +115,12 @@ def _finish(
 
 
 def _is_syntax_refusal(reply: bytes) -> bool:
-    """A ``-ERR`` to the one-line AUTH that refuses its syntax, not the token."""
+    """A ``-ERR`` to the one-line AUTH that refuses its syntax, not the token.
+
+    A response code (``-ERR [SYS/PERM] ...``, ``[IN-USE]``, ``[LOGIN-DELAY]``:
+    RFC 2449 section 8, RFC 3206) refuses the login itself, never the syntax.
+    """
     upper = reply.upper()
+    if upper.startswith(b"-ERR ["):
+        return False
     return not any(m in upper for m in (*_AUTH_REFUSED, _TOO_MANY, *SESSION_ENDED))

@@ -230,6 +230,28 @@ def test_one_line_syntax_refusal_falls_back_to_two_lines(gmail: FakeGmail) -> No
     assert provider.calls == [False]
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "-ERR [SYS/PERM] Your account is not enabled for POP access.",
+        "-ERR [IN-USE] Mailbox in use.",
+        "-ERR [LOGIN-DELAY] Try again later.",
+    ],
+)
+def test_a_refusal_with_a_response_code_is_not_a_syntax_refusal(
+    gmail: FakeGmail, line: str
+) -> None:
+    # RFC 2449/3206 codes refuse the login, not the one-line syntax: no
+    # two-line fallback sending the token again.
+    gmail.fail_next("pop", "AUTH", "reply", line=line, count=2)
+    with pytest.raises(AuthenticationFailed) as info:
+        connect(gmail)
+    assert info.value.server_text == line
+    auth = [x for x in client_lines(gmail) if x.startswith(b"AUTH")]
+    assert [x.split(b" ")[:2] for x in auth] == [[b"AUTH", b"XOAUTH2"]] * 2
+    assert all(len(x.split(b" ")) == 3 for x in auth)
+
+
 def test_too_many_connections_is_not_retried(gmail: FakeGmail) -> None:
     gmail.fail_next(
         "pop",
