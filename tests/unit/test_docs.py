@@ -78,3 +78,65 @@ def test_every_recipe_is_in_the_recipes_index() -> None:
     for page in (DOCS / "recipes").glob("*.rst"):
         if page.name != "index.rst":
             assert f"\n   {page.stem}\n" in index
+
+
+def every_python_block() -> list[tuple[str, int, str]]:
+    """Each ``.. code-block:: python`` of every page: (page, number, code)."""
+    return [
+        (str(page.relative_to(DOCS)), number, block)
+        for page in sorted(DOCS.rglob("*.rst"))
+        if "_build" not in page.parts
+        for number, block in enumerate(python_blocks(str(page.relative_to(DOCS))))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("page", "number", "code"),
+    every_python_block(),
+    ids=[f"{page}#{number}" for page, number, _ in every_python_block()],
+)
+def test_python_blocks_call_the_real_api(page: str, number: int, code: str) -> None:
+    """Blocks that need a real account cannot run here; their calls must still bind.
+
+    Every name imported from gmail_xoauth2 must exist, and every call of one of
+    them (or of a method on it, such as a classmethod) must match its signature.
+    """
+    import ast
+    import importlib
+    import inspect
+
+    tree = ast.parse(code, filename=f"{page} block {number}")
+    names: dict[str, object] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "gmail_xoauth2"
+        ):
+            module = importlib.import_module(node.module or "")
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{page}: no {alias.name}"
+                names[alias.asname or alias.name] = getattr(module, alias.name)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in names:
+            target, label = names[func.id], func.id
+        elif (
+            isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name)
+            and func.value.id in names
+        ):
+            owner = names[func.value.id]
+            assert hasattr(owner, func.attr), f"{page}: no {func.value.id}.{func.attr}"
+            target, label = getattr(owner, func.attr), f"{func.value.id}.{func.attr}"
+        else:
+            continue
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(
+            k.arg is None for k in node.keywords
+        ):
+            continue
+        signature = inspect.signature(target)  # type: ignore[arg-type]
+        try:
+            signature.bind(*node.args, **{k.arg: k.value for k in node.keywords})  # type: ignore[misc]
+        except TypeError as exc:
+            raise AssertionError(f"{page}: {label}(...) does not bind: {exc}") from exc
