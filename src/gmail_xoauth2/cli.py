@@ -366,6 +366,7 @@ def revoke_uri_for(token_uri: object) -> str:
 def _cmd_revoke(args: argparse.Namespace) -> int:
     import requests
 
+    from ._oauth import check_token_uri
     from ._store import TokenFile
 
     store = TokenFile(args.token_file)
@@ -373,6 +374,8 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     token = data.get("refresh_token") or data.get("token")
     if isinstance(token, str) and token:
         uri = revoke_uri_for(data.get("token_uri"))
+        # As for refreshes: the refresh token never crosses the network in clear.
+        check_token_uri(uri, f"token file {store.path}")
         try:
             response = requests.post(uri, data={"token": token}, timeout=30)
         except requests.RequestException as exc:
