@@ -542,7 +542,15 @@ def authorize(
         params = receiver.wait(timeout)
     if "error" in params:
         code = error_code(params) or "unknown error"
-        raise TokenError(f"authorization was not granted in the browser ({code})")
+        advice = (
+            "; if the OAuth consent screen is in Testing, add this account as a "
+            "test user (Google Auth Platform > Audience), then run authorize again"
+            if code == "access_denied"
+            else "; run authorize again"
+        )
+        raise TokenError(
+            f"authorization was not granted in the browser ({code}){advice}"
+        )
     config = oauth.client_config
     transport = _Transport(provider_kwargs.get("session"), 30.0)
     started = clock()
@@ -558,9 +566,14 @@ def authorize(
         status, body = transport.post_form(config["token_uri"], form)
     except google.auth.exceptions.TransportError as exc:
         # An authorization code is single-use: it is not sent twice.
+        what = (
+            f"answered {exc.reason}"
+            if isinstance(exc, _RetryableStatus)
+            else "could not be reached"
+        )
         raise TokenError(
-            "the token endpoint could not be reached to redeem the authorization "
-            "code; run authorize again",
+            f"the token endpoint {what} when redeeming the authorization code; "
+            "run authorize again",
             retryable=True,
         ) from exc
     if status != 200 or not isinstance(body, dict):

@@ -55,10 +55,13 @@ class InsecureTokenFile(ConfigurationError, PermissionError):
     """A token file can be read by group or others; it is refused, not used."""
 
     def __init__(self, path: str) -> None:
+        # Imported here: this module is on the `token` command's fast path.
+        from shlex import quote
+
         self.path = path
         super().__init__(
             f"token file {path} is readable by group or others; "
-            f"restrict it with `chmod 600 {path}` and try again"
+            f"restrict it with `chmod 600 {quote(path)}` and try again"
         )
 
     def __reduce__(self) -> tuple[type[InsecureTokenFile], tuple[str]]:

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import socket
 import stat
 import urllib.error
 import urllib.parse
@@ -105,8 +106,42 @@ def test_authorize_reports_a_refusal(
 
     with pytest.raises(
         TokenError, match=r"not granted in the browser \(access_denied\)"
-    ):
+    ) as info:
         authorize(secrets_file, tmp_path / "token.json", open_url=deny, clock=clock)
+    assert not (tmp_path / "token.json").exists()
+    # Testing mode blocks every account not listed as a test user this way.
+    assert "test user" in str(info.value)
+
+
+def test_authorize_on_a_port_in_use_says_to_choose_another(
+    fake: FakeGoogle, tmp_path: Path
+) -> None:
+    secrets_file = fake.write_client_secrets_file(tmp_path / "client.json")
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigurationError) as info:
+            authorize(
+                secrets_file,
+                tmp_path / "token.json",
+                port=port,
+                open_url=lambda url: pytest.fail("no URL without a listener"),
+            )
+    assert f"127.0.0.1:{port}" in str(info.value)
+    assert "choose another port" in str(info.value)
+    assert fake.auth_requests() == []
+
+
+def test_a_failing_code_exchange_names_the_status(
+    fake: FakeGoogle, tmp_path: Path, clock: ManualClock
+) -> None:
+    secrets_file = fake.write_client_secrets_file(tmp_path / "client.json")
+    fake.fail_next(503)
+    with pytest.raises(TokenError) as info:
+        authorize(secrets_file, tmp_path / "token.json", open_url=open_url, clock=clock)
+    assert "HTTP 503" in str(info.value)
+    assert "run authorize again" in str(info.value)
+    assert info.value.retryable
+    assert fake.request_count(grant_type="authorization_code") == 1  # never twice
     assert not (tmp_path / "token.json").exists()
 
 

@@ -153,3 +153,15 @@ def test_locked_holds_an_exclusive_lock_on_the_sidecar(tmp_path: Path) -> None:
 def test_repr_shows_the_path_only(tmp_path: Path) -> None:
     path = _write(tmp_path / "token.json", {"refresh_token": SECRET})
     assert repr(TokenFile(path)) == f"TokenFile({str(path)!r})"
+
+
+def test_the_chmod_advice_can_be_pasted_into_a_shell(tmp_path: Path) -> None:
+    import shlex
+
+    folder = tmp_path / "My Mail"
+    folder.mkdir()
+    path = _write(folder / "token.json", {"refresh_token": SECRET}, mode=0o644)
+    with pytest.raises(InsecureTokenFile) as info:
+        TokenFile(path).read()
+    command = str(info.value).partition("`")[2].partition("`")[0]
+    assert shlex.split(command) == ["chmod", "600", str(path)]
