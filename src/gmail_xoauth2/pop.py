@@ -516,6 +516,12 @@ class POP3(poplib.POP3):
         try:
             with self._wire("QUIT"):
                 resp = self._shortcmd("QUIT")
+        except poplib.error_proto:
+            # The server's verdict on the deletions, and the end of the session
+            # all the same (RFC 1939 section 6): nothing is pending any more.
+            self._maildrop.forget()
+            self._abandon()
+            raise
         except (Dead, Timeout) as exc:
             self._abandon()
             if pending:

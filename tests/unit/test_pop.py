@@ -300,6 +300,40 @@ def test_starttls_stripping_is_refused_before_any_token() -> None:
     assert tokens == []
 
 
+def test_a_refused_stls_sends_no_token() -> None:
+    received: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn, conn.makefile("rwb") as stream:
+                stream.write(b"+OK POP ready\r\n")
+                stream.flush()
+                for line in stream:
+                    received.append(line.rstrip(b"\r\n"))
+                    if line.upper().startswith(b"CAPA"):
+                        stream.write(b"+OK\r\nSTLS\r\nSASL XOAUTH2\r\n.\r\n")
+                    else:
+                        stream.write(b"-ERR [SYS/TEMP] TLS not available\r\n")
+                    stream.flush()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        tokens: list[bool] = []
+        with pytest.raises(InsecureConnection, match="refused STLS"):
+            POP3(
+                ALICE,
+                lambda: tokens.append(True) or "ya29.secret",
+                "127.0.0.1",
+                port,
+                starttls=True,
+            )
+        thread.join()
+    assert received == [b"CAPA", b"STLS"]
+    assert tokens == []
+
+
 # -- sessions end -----------------------------------------------------------------
 
 
@@ -466,6 +500,20 @@ def test_deletions_are_not_reported_when_quit_is_dropped(gmail: FakeGmail) -> No
         pop.quit()
     assert info.value.outcome_unknown
     assert gmail.messages(ALICE) == MESSAGES
+
+
+def test_a_refused_quit_is_raised_and_the_connection_closed(gmail: FakeGmail) -> None:
+    with pytest.raises(poplib.error_proto, match="not removed"):
+        with connect(gmail) as pop:
+            pop.dele(1)
+            gmail.fail_next(
+                "pop", "QUIT", "reply", line="-ERR some deleted messages not removed"
+            )
+    # RFC 1939 section 6: the session is over after the reply to QUIT.
+    assert pop.sock is None
+    assert "closed" in repr(pop)
+    assert pop.stat()[0] == 3  # a new session
+    pop.quit()
 
 
 def test_pending_deletions_lost_with_the_connection_are_reported(

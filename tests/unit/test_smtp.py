@@ -240,6 +240,16 @@ def test_starttls_stripping_is_refused_before_any_token() -> None:
     assert tokens == []
 
 
+def test_a_refused_starttls_sends_no_token(gmail: FakeGmail) -> None:
+    gmail.fail_next("smtp", "STARTTLS", "reply", line="454 4.7.0 TLS not available")
+    provider = MintingProvider(gmail, ALICE)
+    with pytest.raises(InsecureConnection, match="refused STARTTLS") as info:
+        connect(gmail, provider, submission=True)
+    assert "454 4.7.0 TLS not available" in str(info.value)
+    assert client_lines(gmail, 1) == [EHLO, b"STARTTLS"]
+    assert provider.calls == []
+
+
 # -- sends are never duplicated -------------------------------------------------------
 
 
