@@ -14,9 +14,9 @@ from pathlib import Path
 import google.auth.exceptions
 import google.oauth2.credentials
 import pytest
-from _auth_helpers import REFRESHES, START, USER
+from _auth_helpers import REFRESHES, START, USER, open_url
 
-from gmail_xoauth2 import MAIL_SCOPE, GoogleTokenProvider
+from gmail_xoauth2 import MAIL_SCOPE, GoogleTokenProvider, authorize
 from gmail_xoauth2._backoff import Backoff
 from gmail_xoauth2._oauth import LoopbackReceiver
 from gmail_xoauth2.auth import IMAP_ADMIN_SCOPE
@@ -28,6 +28,8 @@ from gmail_xoauth2.errors import (
 )
 from gmail_xoauth2.testing.clock import ManualClock
 from gmail_xoauth2.testing.google import FakeGoogle
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 @pytest.fixture
@@ -580,3 +582,53 @@ def test_unauthorized_client_for_a_user_says_what_to_do(
     assert "unauthorized_client" in message
     assert "gmail-xoauth2 authorize" in message
     assert fake.client_secret not in message
+
+
+def test_delegation_not_authorized_in_the_admin_console_says_where_to_fix_it(
+    fake: FakeGoogle, tmp_path: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    key_file = fake.write_service_account_file(tmp_path / "sa.json")
+    provider = GoogleTokenProvider.from_service_account_file(
+        key_file, USER, scopes=(IMAP_ADMIN_SCOPE,), clock=clock, backoff=backoff
+    )
+    # Google's answer when the client ID is not allowed the scope for delegation.
+    fake.fail_next(
+        401,
+        body={
+            "error": "unauthorized_client",
+            "error_description": "Client is unauthorized to retrieve access "
+            "tokens using this method, or client not authorized for any of the "
+            "scopes requested.",
+        },
+    )
+    with pytest.raises(TokenError) as info:
+        provider.token()
+    assert "Domain-wide delegation" in str(info.value)
+    assert not info.value.retryable
+    assert fake.request_count(grant_type=JWT_BEARER) == 1
+    token = provider.token()
+    assert fake.lookup(token).scopes == {IMAP_ADMIN_SCOPE}  # type: ignore[union-attr]
+
+
+def test_a_token_file_rewritten_by_authorize_is_followed(
+    fake: FakeGoogle, tmp_path: Path, clock: ManualClock, backoff: Backoff
+) -> None:
+    path = fake.write_authorized_user_file(tmp_path / "token.json", USER)
+    running = _provider(path, clock, backoff)
+    old = running.token()
+    # The user revokes the app, then runs authorize again (another process).
+    fake.revoke(USER)
+    secrets_file = fake.write_client_secrets_file(tmp_path / "client.json")
+    authorize(secrets_file, path, open_url=open_url, clock=clock, backoff=backoff)
+    new = json.loads(path.read_text())["token"]
+    assert new != old
+    # The server rejects the old token: the running provider adopts the new
+    # one from the file, without a refresh and without invalid_grant.
+    assert running.token(force_refresh=True) == new
+    assert fake.request_count(**REFRESHES) == 0
+    # An hour on, it refreshes with the new refresh token.
+    clock.advance(timedelta(hours=1))
+    fresh = running.token()
+    assert fake.lookup(fresh) is not None
+    assert fake.request_count(**REFRESHES) == 1
+    assert json.loads(path.read_text())["token"] == fresh
