@@ -381,6 +381,18 @@ def token_error(code: str | None, *, service_account: bool) -> TokenError:
             "it was issued to another client; run `gmail-xoauth2 authorize` again "
             "with the client secrets file you mean to use"
         )
+    if service_account:
+        # `gmail-xoauth2 authorize` writes a user's token file: no advice here.
+        if code == "invalid_scope":
+            return TokenError(
+                "the requested scope was refused (invalid_scope): ask for "
+                "https://mail.google.com/ or the gmail.imap_admin scope"
+            )
+        return TokenError(
+            f"the token endpoint refused the service account "
+            f"({code or 'unexpected response'}): check that its key still exists "
+            "and the account is enabled in the Cloud console"
+        )
     if code == "invalid_client":
         return TokenError(
             "the OAuth client was rejected (invalid_client): its client ID or "

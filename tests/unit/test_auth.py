@@ -632,3 +632,34 @@ def test_a_token_file_rewritten_by_authorize_is_followed(
     assert fake.lookup(fresh) is not None
     assert fake.request_count(**REFRESHES) == 1
     assert json.loads(path.read_text())["token"] == fresh
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "advice"),
+    [
+        (401, "invalid_client", "service account"),
+        (400, "invalid_scope", "scope"),
+        (400, "invalid_request", "service account"),
+    ],
+)
+def test_service_account_errors_never_advise_authorize(
+    fake: FakeGoogle,
+    tmp_path: Path,
+    clock: ManualClock,
+    backoff: Backoff,
+    status: int,
+    code: str,
+    advice: str,
+) -> None:
+    # `gmail-xoauth2 authorize` makes a user's token file; it cannot fix a key.
+    key_file = fake.write_service_account_file(tmp_path / "sa.json")
+    provider = GoogleTokenProvider.from_service_account_file(
+        key_file, USER, clock=clock, backoff=backoff
+    )
+    fake.fail_next(status, body={"error": code, "error_description": "Bad Request"})
+    with pytest.raises(TokenError) as info:
+        provider.token()
+    message = str(info.value)
+    assert code in message
+    assert advice in message
+    assert "authorize" not in message
