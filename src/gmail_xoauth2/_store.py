@@ -210,6 +210,23 @@ class TokenFile:
         _fsync_directory(directory)
         _debug("wrote token file %s", self.path)
 
+    def prepare(self) -> None:
+        """Create the file's directory if needed and check it can be written.
+
+        ``authorize`` calls this before sending anyone to a consent page, so
+        an unusable path fails before the grant rather than after it.
+
+        Raises:
+            ConfigurationError: the directory cannot be created or written.
+        """
+        self._ensure_directory()
+        directory = os.path.dirname(os.path.realpath(self.path))
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ConfigurationError(
+                f"cannot write token file {self.path}: directory {directory} "
+                "is not writable"
+            )
+
     def _ensure_directory(self) -> None:
         parent = os.path.dirname(os.path.abspath(self.path))
         try:

@@ -526,6 +526,7 @@ def authorize(
         raise ConfigurationError("at least one scope is needed")
     client = read_client_config(client_secrets_file)
     store = TokenFile(token_file)
+    store.prepare()
     provider_kwargs = dict(kwargs)
     clock: Clock = provider_kwargs.get("clock") or utcnow
     with LoopbackReceiver(port=port) as receiver:

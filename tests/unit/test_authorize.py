@@ -313,3 +313,18 @@ def test_no_secret_in_debug_logs_reprs_or_errors(
             assert form not in logged
             for text in shown:
                 assert form not in text
+
+
+def test_an_unwritable_token_file_is_refused_before_the_browser_opens(
+    fake: FakeGoogle, tmp_path: Path
+) -> None:
+    secrets_file = fake.write_client_secrets_file(tmp_path / "client.json")
+    not_a_directory = tmp_path / "notes.txt"
+    not_a_directory.write_text("")
+    with pytest.raises(ConfigurationError, match="cannot create directory"):
+        authorize(
+            secrets_file,
+            not_a_directory / "token.json",
+            open_url=lambda url: pytest.fail("the consent page was opened"),
+        )
+    assert fake.auth_requests() == []
