@@ -34,7 +34,9 @@ class Idler:
     """An iterable context manager for IDLE; get one from :meth:`IMAP4.idle`.
 
     Entering sends ``IDLE``; iterating yields untagged responses as
-    ``(type, datum)``, such as ``('EXISTS', b'4')``; leaving sends ``DONE``.
+    ``(type, data)``, such as ``('EXISTS', [b'4'])``: as in Python 3.14, ``data``
+    is a list, which holds every fragment of a response with a literal
+    (``[(b'1 (BODY[] {3}', b'abc'), b')']``). Leaving sends ``DONE``.
     Responses not consumed in the block are left in ``untagged_responses``,
     as imaplib does. While idling, no other command may be sent.
     """
@@ -82,8 +84,10 @@ class Idler:
         finally:
             imap._idle_queue = None
             imap.state = self._saved_state
-            for typ, datum in self._queue:
-                imap._keep_untagged(typ, datum)
+            for typ, data in self._queue:
+                # One fragment at a time, as _get_response() would have stored them.
+                for datum in data:
+                    imap._keep_untagged(typ, datum)
             self._queue.clear()
         return False
 
@@ -154,14 +158,19 @@ class Idler:
         _log.debug("IDLE done")
 
     def _check_bye(self) -> None:
-        byes = [datum for typ, datum in self._queue if typ == "BYE"]
+        byes = [data[-1] for typ, data in self._queue if typ == "BYE"]
         if byes:
             self._queue[:] = [item for item in self._queue if item[0] != "BYE"]
             raise self._imap.abort(f"server said BYE: {byes[-1]!r}")
 
     def _pop(self, timeout: float | None) -> Untagged | None:
-        """The next response; None once ``timeout`` seconds passed without one."""
+        """The next response; None once ``timeout`` seconds passed without one.
+
+        The wait is cut short to renew IDLE and to replace the session before
+        its deadline; the time spent so counts against ``timeout``.
+        """
         imap = self._imap
+        end = None if timeout is None else self._now() + timedelta(seconds=timeout)
         waited = False
         while True:
             if self._queue:
@@ -170,22 +179,33 @@ class Idler:
                 return None
             now = self._now()
             renew_due = self._renew_at is not None and now >= self._renew_at
-            if self._tag is None or renew_due or imap._deadline.due():
+            if self._tag is None or renew_due or self._session_due():
                 self._guarded(self._renew)
                 continue
-            wait = timeout
-            until_renew = (
-                (self._renew_at - now).total_seconds() if self._renew_at else None
-            )
-            renew_first = until_renew is not None and (
-                wait is None or until_renew < wait
-            )
-            if renew_first:
-                wait = until_renew
+            wait = None if end is None else max(0.0, (end - now).total_seconds())
+            wake = self._wake_at()
+            until_wake = None if wake is None else (wake - now).total_seconds()
+            wake_first = until_wake is not None and (wait is None or until_wake < wait)
+            if wake_first:
+                wait = until_wake
             if not imap.wait_readable(wait):
-                waited = not renew_first
+                waited = not wake_first
                 continue
             self._guarded(self._read_one)
+
+    def _session_due(self) -> bool:
+        """The session should be replaced now (never when reconnecting is off)."""
+        imap = self._imap
+        return imap._reconnect_enabled and imap._deadline.due()
+
+    def _wake_at(self) -> datetime | None:
+        """When to stop waiting: IDLE's renewal or the session's deadline."""
+        imap = self._imap
+        moments = [self._renew_at]
+        if imap._reconnect_enabled:
+            moments.append(imap._deadline.deadline)
+        known = [moment for moment in moments if moment is not None]
+        return min(known) if known else None
 
     def _read_one(self) -> None:
         imap = self._imap
@@ -199,10 +219,9 @@ class Idler:
 
     def _renew(self) -> None:
         """End IDLE and start it again; replace the session first if it is due."""
-        imap = self._imap
         if self._tag is not None:
             self._end()
-        if imap._deadline.due():
+        if self._session_due():
             self._recover("the session ends soon", polite=True)
         self._begin()
 
@@ -244,6 +263,6 @@ class Idler:
         if after is not None and after != before:
             # Mail that arrived while there was no session: report it as the
             # server would have.
-            self._queue.append(("EXISTS", str(after).encode("ascii")))
+            self._queue.append(("EXISTS", [str(after).encode("ascii")]))
         with contextlib.suppress(KeyError):
             del imap.untagged_responses["EXISTS"]

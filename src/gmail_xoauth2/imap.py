@@ -224,7 +224,7 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
         """IMAP IDLE (RFC 2177) with Python 3.14's interface, on every Python.
 
         Returns an iterable context manager: entering sends ``IDLE``, iterating
-        yields untagged responses as ``(type, datum)`` (``('EXISTS', b'3')``),
+        yields untagged responses as ``(type, data)`` (``('EXISTS', [b'3'])``),
         and leaving sends ``DONE``. ``duration`` (seconds, None for no limit)
         ends the iteration; ``burst(interval=0.1)`` yields a batch of responses
         that arrive close together. IDLE is renewed every 27 minutes (RFC 2177
@@ -255,8 +255,16 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
 
     def _append_untagged(self, typ: str, dat: Any) -> None:
         self._track(typ, dat)
-        if self._idle_queue is not None:
-            self._idle_queue.append((typ, dat))
+        queue = self._idle_queue
+        if queue is not None:
+            # As Python 3.14's IDLE: (type, [data]); a response with literals
+            # arrives here one fragment at a time and is yielded as one item.
+            if dat is None:
+                dat = b""
+            if queue and not isinstance(queue[-1][1][-1], bytes):
+                queue[-1][1].append(dat)
+            else:
+                queue.append((typ, [dat]))
             return
         _stdlib("_append_untagged")(self, typ, dat)
 

@@ -64,7 +64,7 @@ def verbs(gmail: FakeGmail) -> list[tuple[int, bytes]]:
 def test_idle_yields_exists_when_mail_arrives(gmail: FakeGmail, imap: IMAP4) -> None:
     with imap.idle() as idler:
         gmail.deliver(ALICE, message(1))
-        assert next(idler) == ("EXISTS", b"1")
+        assert next(idler) == ("EXISTS", [b"1"])
     assert imap.state == "SELECTED"
     seen = [verb for _, verb in verbs(gmail)]
     assert seen[-2:] == [b"IDLE", b"DONE"]
@@ -76,10 +76,10 @@ def test_idle_survives_the_server_ending_the_session(
 ) -> None:
     with imap.idle() as idler:
         gmail.deliver(ALICE, message(1))
-        assert next(idler) == ("EXISTS", b"1")
+        assert next(idler) == ("EXISTS", [b"1"])
         gmail.end_sessions(ALICE, "imap")
         gmail.deliver(ALICE, message(2))
-        assert next(idler) == ("EXISTS", b"2")
+        assert next(idler) == ("EXISTS", [b"2"])
     idles = [conn for conn, verb in verbs(gmail) if verb == b"IDLE"]
     assert len(set(idles)) == 2  # IDLE again on the new connection
     assert imap.reconnects == 1
@@ -91,7 +91,7 @@ def test_idle_is_renewed_before_29_minutes(
     with imap.idle() as idler:
         clock.advance(timedelta(minutes=27))
         gmail.deliver(ALICE, message(1))
-        assert next(idler) == ("EXISTS", b"1")
+        assert next(idler) == ("EXISTS", [b"1"])
     seen = [verb for _, verb in verbs(gmail)]
     assert seen[-4:] == [b"IDLE", b"DONE", b"IDLE", b"DONE"]
     assert imap.reconnects == 0
@@ -111,9 +111,80 @@ def test_burst_collects_responses_that_arrive_together(
         batch = list(idler.burst(interval=0.2))
     # One EXISTS per delivery, or one for both: the last says 2 either way.
     assert {typ for typ, _ in batch} == {"EXISTS"}
-    assert batch[-1] == ("EXISTS", b"2")
+    assert batch[-1] == ("EXISTS", [b"2"])
 
 
 def test_commands_are_refused_while_idling(gmail: FakeGmail, imap: IMAP4) -> None:
     with imap.idle(), pytest.raises(imap.error, match="IDLING"):
         imap.noop()
+
+
+# --- Python 3.14's response shape; the session deadline while idling -------------
+
+
+def test_responses_are_type_and_data_list_as_python_314_yields_them(
+    gmail: FakeGmail, imap: IMAP4
+) -> None:
+    # imaplib 3.14: ``for typ, data in idler`` gives ('EXISTS', [b'1']); a
+    # response with a literal arrives as one item, its fragments in the list.
+    with imap.idle() as idler:
+        gmail.deliver(ALICE, message(1))
+        assert next(idler) == ("EXISTS", [b"1"])
+        head = (b"1 (BODY[] {3}", b"abc")
+        imap._append_untagged("FETCH", head)  # as _get_response feeds a literal
+        imap._append_untagged("FETCH", b")")
+        imap._append_untagged("FETCH", (b"2 (BODY[] {2}", b"de"))
+        imap._append_untagged("FETCH", b")")
+        assert next(idler) == ("FETCH", [head, b")"])
+    # Left unread: back in untagged_responses one fragment at a time, as 3.14 does.
+    assert imap.untagged_responses["FETCH"][-2:] == [(b"2 (BODY[] {2}", b"de"), b")"]
+
+
+def never_woken(clock: ManualClock, waits: list[float]) -> object:
+    """A wait_readable for which nothing arrives: it moves the clock instead."""
+
+    def wait_readable(timeout: float | None) -> bool:
+        assert timeout is not None, "IDLE waits forever"
+        waits.append(timeout)
+        assert len(waits) < 10, f"IDLE never ends: {waits}"
+        clock.advance(timedelta(seconds=timeout))
+        return False
+
+    return wait_readable
+
+
+def test_idle_duration_counts_the_time_spent_renewing(
+    gmail: FakeGmail, imap: IMAP4, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 40 minutes with nothing arriving: one renewal at 27, then 13 more minutes.
+    waits: list[float] = []
+    monkeypatch.setattr(imap, "wait_readable", never_woken(clock, waits))
+    with imap.idle(duration=40 * 60) as idler:
+        assert list(idler) == []
+    assert waits == [27 * 60, 13 * 60]
+    assert [verb for _, verb in verbs(gmail)][-4:] == [
+        b"IDLE",
+        b"DONE",
+        b"IDLE",
+        b"DONE",
+    ]
+
+
+def test_idle_wakes_in_time_to_replace_a_session_whose_token_is_expiring(
+    gmail: FakeGmail, imap: IMAP4, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One-hour tokens: the session must be replaced (politely, LOGOUT) before
+    # the hour is up even though IDLE itself is renewed only every 27 minutes.
+    deadline = imap._deadline.deadline
+    assert deadline is not None
+    waits: list[float] = []
+    monkeypatch.setattr(imap, "wait_readable", never_woken(clock, waits))
+    with imap.idle(duration=65 * 60) as idler:
+        assert list(idler) == []
+    assert imap.reconnects == 1
+    first, second = sorted({conn for conn, _ in verbs(gmail)})
+    old = [verb for conn, verb in verbs(gmail) if conn == first]
+    assert old[-3:] == [b"IDLE", b"DONE", b"LOGOUT"]  # proactive, not a BYE
+    new = [verb for conn, verb in verbs(gmail) if conn == second]
+    assert new[-2:] == [b"IDLE", b"DONE"]
+    assert sum(waits) == pytest.approx(65 * 60)
