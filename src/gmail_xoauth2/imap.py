@@ -307,15 +307,18 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
                 self._log(f"> {data!r}")
 
     def _simple_command(self, name: str, *args: Any) -> Response:
-        if self._raw_depth or name in SESSION_COMMANDS:
+        if self._raw_depth or name in SESSION_COMMANDS or self.state == "LOGOUT":
+            # After logout() the object is closed: imaplib raises (illegal
+            # state, or a socket error); a new session would only leak.
             return cast(Response, _stdlib("_simple_command")(self, name, *args))
         literal, self.literal = self.literal, None
         kind = classify(name, args)
         readonly = self.is_readonly
         known = self._box
-        # SELECT replaces the mailbox; CLOSE/UNSELECT leave it: no restore.
+        # SELECT replaces the mailbox: no restore. CLOSE and UNSELECT need the
+        # mailbox selected again before they can be sent on a new session.
         restore = self._mailbox
-        if name in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT"):
+        if name in ("SELECT", "EXAMINE"):
             restore = None
         self._before_command(name, kind, known, restore)
         self.is_readonly = readonly
@@ -324,13 +327,18 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
             self.literal = literal
             return self._run(name, args)
         except TimeoutError as exc:
-            raise self._timed_out(name, exc) from exc
+            once = self._sends > sends and not kind.repeatable
+            raise self._timed_out(name, exc, unknown=once) from exc
         except _DEATH as exc:
             if isinstance(exc, imaplib.IMAP4.readonly):
                 raise
             sent = self._sends > sends
             self._drop()
             once = sent and not kind.repeatable
+            if once and name == "CLOSE":
+                # The mailbox is left either way (imaplib's close() says AUTH):
+                # never select it again behind the caller's back.
+                restore = self._mailbox = None
             if not self._reconnect_enabled:
                 raise _lost(
                     f"connection lost during {name}: {exc}", unknown=once
@@ -351,7 +359,8 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
             self.literal = literal
             return self._run(name, args)
         except TimeoutError as exc:
-            raise self._timed_out(name, exc) from exc
+            once = self._sends > sends and not kind.repeatable
+            raise self._timed_out(name, exc, unknown=once) from exc
         except _DEATH as exc:
             if isinstance(exc, imaplib.IMAP4.readonly):
                 raise
@@ -382,6 +391,11 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
 
     def _prepare_idle(self) -> None:
         """The command-boundary checks, before IDLE starts."""
+        if self.state not in ("AUTH", "SELECTED"):
+            raise self.error(
+                f"command IDLE illegal in state {self.state}, "
+                "only allowed in states AUTH, SELECTED"
+            )
         self._before_command("IDLE", Kind(True, "none"), self._box, self._mailbox)
 
     @contextlib.contextmanager
@@ -399,12 +413,20 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
         with contextlib.suppress(OSError):
             self.shutdown()
 
-    def _timed_out(self, name: str, exc: BaseException) -> Timeout:
+    def _timed_out(
+        self, name: str, exc: BaseException, *, unknown: bool = False
+    ) -> Timeout:
         self._drop()
         host, port = self._server
+        outcome = (
+            f"; {name} had been sent, so the server may or may not have carried "
+            "it out: check the mailbox before repeating it"
+            if unknown
+            else ""
+        )
         return Timeout(
             f"{host}:{port} did not answer {name} within {self._timeout}s; the "
-            "connection was closed (the next command reconnects)"
+            f"connection was closed (the next command reconnects){outcome}"
         )
 
     def _before_command(

@@ -1,0 +1,171 @@
+"""gmail_xoauth2.IMAP4 at the edges of a session: after logout, CLOSE, timeouts."""
+
+from __future__ import annotations
+
+import imaplib
+from collections.abc import Iterator
+
+import pytest
+
+from gmail_xoauth2 import errors
+from gmail_xoauth2._backoff import Backoff
+from gmail_xoauth2.imap import IMAP4
+from gmail_xoauth2.testing.clock import ManualClock
+from gmail_xoauth2.testing.gmail import FakeGmail
+
+pytest.importorskip("gmail_xoauth2.testing.imap_server")
+
+ALICE = "alice@example.com"
+
+
+def message(n: int) -> bytes:
+    return f"From: bob@example.com\r\nSubject: {n}\r\n\r\nbody {n}\r\n".encode()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def gmail(clock: ManualClock) -> Iterator[FakeGmail]:
+    with FakeGmail(clock=clock) as fake:
+        yield fake
+
+
+def connect(
+    gmail: FakeGmail, clock: ManualClock, timeout: float = 10, **kwargs: object
+) -> IMAP4:
+    return IMAP4(
+        ALICE,
+        gmail.token_provider(ALICE, clock=clock),
+        gmail.host,
+        gmail.imap_port,
+        ssl_context=gmail.ssl_context(),
+        clock=clock,
+        backoff=Backoff(sleep=lambda _: None),
+        timeout=timeout,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def imap(gmail: FakeGmail, clock: ManualClock) -> Iterator[IMAP4]:
+    m = connect(gmail, clock)
+    yield m
+    m.logout()
+
+
+def verbs(gmail: FakeGmail) -> list[bytes]:
+    out = []
+    for line in gmail.transcript("imap"):
+        parts = line.data.split(b" ")
+        if line.direction == "C" and len(parts) > 1:
+            out.append(parts[1].upper())
+    return out
+
+
+# --- after logout() the object is closed, as imaplib's is ---------------------
+
+
+def test_commands_after_logout_raise_and_open_no_new_connection(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    with connect(gmail, clock) as m:
+        m.select("INBOX")
+    assert m.state == "LOGOUT"
+    with pytest.raises(imaplib.IMAP4.error, match="LOGOUT"):
+        m.select("INBOX")
+    with pytest.raises(imaplib.IMAP4.error):
+        m.noop()
+    with pytest.raises(imaplib.IMAP4.error, match="LOGOUT"), m.idle():
+        pass  # pragma: no cover
+    assert gmail.connection_count("imap") == 1
+
+
+def test_logout_after_the_server_ended_the_session_opens_no_connection(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    m = connect(gmail, clock)
+    gmail.end_sessions(ALICE, "imap")
+    assert m.logout()[0] == "BYE"
+    assert m.state == "LOGOUT"
+    assert gmail.connection_count("imap") == 1
+
+
+# --- CLOSE and UNSELECT on a session that ended ---------------------------------
+
+
+def test_close_on_an_ended_session_reselects_then_closes_once(
+    gmail: FakeGmail, imap: IMAP4
+) -> None:
+    gmail.deliver(ALICE, message(1))
+    gmail.deliver(ALICE, message(2))
+    imap.select("INBOX")
+    imap.store("1", "+FLAGS", "(\\Deleted)")
+    gmail.end_sessions(ALICE, "imap")
+    typ, _ = imap.close()
+    assert typ == "OK"
+    assert imap.state == "AUTH"
+    # CLOSE did what it was asked for (RFC 3501 6.4.2: expunge), once.
+    assert gmail.messages(ALICE) == [message(2)]
+    assert verbs(gmail).count(b"CLOSE") == 1
+    # The closed mailbox is not selected again by a later reconnect.
+    gmail.end_sessions(ALICE, "imap")
+    assert imap.noop()[0] == "OK"
+    assert imap.state == "AUTH"
+    assert verbs(gmail)[-1] == b"NOOP"
+    assert verbs(gmail).count(b"SELECT") == 2
+
+
+def test_unselect_on_an_ended_session_succeeds(gmail: FakeGmail, imap: IMAP4) -> None:
+    imap.select("INBOX", readonly=True)
+    gmail.end_sessions(ALICE, "imap")
+    assert imap.unselect()[0] == "OK"
+    assert imap.state == "AUTH"
+
+
+def test_close_cut_off_after_sending_forgets_the_mailbox(
+    gmail: FakeGmail, imap: IMAP4
+) -> None:
+    imap.select("INBOX")
+    gmail.fail_next("imap", "CLOSE", "drop_after")
+    with pytest.raises(errors.ConnectionLost) as info:
+        imap.close()
+    assert info.value.outcome_unknown is True
+    assert imap.state == "AUTH"
+    gmail.end_sessions(ALICE, "imap")
+    assert imap.noop()[0] == "OK"
+    assert imap.state == "AUTH"  # INBOX was not selected again behind our back
+
+
+# --- timeouts -------------------------------------------------------------------
+
+
+def test_timeout_after_append_was_sent_says_the_outcome_is_unknown(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    m = connect(gmail, clock, timeout=0.3)
+    release = gmail.hold_next("imap", "APPEND")
+    try:
+        with pytest.raises(errors.Timeout, match="may or may not"):
+            m.append("INBOX", None, None, message(1))
+    finally:
+        release.set()
+    assert verbs(gmail).count(b"APPEND") == 1
+    m.logout()
+
+
+def test_timeout_of_a_read_does_not_claim_an_unknown_outcome(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    m = connect(gmail, clock, timeout=0.3)
+    release = gmail.hold_next("imap", "NOOP")
+    try:
+        with pytest.raises(errors.Timeout) as info:
+            m.noop()
+    finally:
+        release.set()
+    assert "may or may not" not in str(info.value)
+    assert m.noop()[0] == "OK"  # the next command reconnects
+    m.logout()
