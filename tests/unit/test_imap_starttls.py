@@ -178,3 +178,39 @@ def test_starttls_then_fresh_capabilities_then_two_step_authenticate(
     verbs = [received[i].split()[1] for i in (0, 1, 2, 4)]
     assert verbs == [b"STARTTLS", b"CAPABILITY", b"AUTHENTICATE", b"LOGOUT"]
     assert b" " not in received[3]  # the initial response, alone on its line
+
+
+def test_lines_injected_in_clear_after_starttls_ok_are_discarded(
+    serve: Callable[[Script], TinyServer], pki: PKI
+) -> None:
+    def script(peer: Peer) -> None:
+        # A man in the middle appends a CAPABILITY (with SASL-IR) and a tagged
+        # OK for the client's next command to the STARTTLS reply, in one
+        # segment: the client must not believe either (RFC 3501 section 6.2.1).
+        peer.send(b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=XOAUTH2] hi")
+        tag = peer.line().split()[0]
+        peer.send(
+            tag + b" OK Begin TLS negotiation now\r\n"
+            b"* CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2\r\n"
+            b"A" + tag[1:] + b"9 OK injected"
+        )
+        peer.starttls(pki.server_context())
+        tag = peer.line().split()[0]
+        peer.send(b"* CAPABILITY IMAP4rev1 AUTH=XOAUTH2")
+        peer.send(tag + b" OK done")
+        tag, verb, mech = peer.line().split()
+        assert (verb, mech) == (b"AUTHENTICATE", b"XOAUTH2")
+        peer.send(b"+ ")
+        peer.line()
+        peer.send(tag + b" OK authenticated (Success)")
+        tag = peer.line().split()[0]
+        peer.send(b"* BYE bye")
+        peer.send(tag + b" OK LOGOUT done")
+
+    server = serve(script)
+    with connect(server.port, pki) as m:
+        assert m.state == "AUTH"
+        assert "SASL-IR" not in m.capabilities
+    server.close()
+    verbs = [line.split()[1] for line in server.received if b" " in line]
+    assert verbs == [b"STARTTLS", b"CAPABILITY", b"AUTHENTICATE", b"LOGOUT"]
