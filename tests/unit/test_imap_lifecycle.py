@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import imaplib
+import logging
 from collections.abc import Iterator
 
 import pytest
 
-from gmail_xoauth2 import errors
+from gmail_xoauth2 import errors, sasl
 from gmail_xoauth2._backoff import Backoff
 from gmail_xoauth2.imap import IMAP4
 from gmail_xoauth2.testing.clock import ManualClock
@@ -169,3 +171,60 @@ def test_timeout_of_a_read_does_not_claim_an_unknown_outcome(
     assert "may or may not" not in str(info.value)
     assert m.noop()[0] == "OK"  # the next command reconnects
     m.logout()
+
+
+# --- secrets at the highest debug level, both mechanisms, a rejected token ------
+
+
+class FirstRejected:
+    """Hands out a token the server rejects, then a good one on force_refresh."""
+
+    def __init__(self, gmail: FakeGmail) -> None:
+        self.gmail = gmail
+        self.tokens = ["ya29.rejected-secret-token"]
+
+    def token(self, *, force_refresh: bool = False) -> str:
+        if force_refresh:
+            self.tokens.append(self.gmail.mint_token(ALICE))
+        return self.tokens[-1]
+
+
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
+def test_no_secret_in_debug_output_with_a_rejected_then_refreshed_token(
+    gmail: FakeGmail,
+    clock: ManualClock,
+    mechanism: str,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(imaplib, "Debug", 5)
+    tokens = FirstRejected(gmail)
+    m = IMAP4(
+        ALICE,
+        tokens,
+        gmail.host,
+        gmail.imap_port,
+        ssl_context=gmail.ssl_context(),
+        clock=clock,
+        timeout=10,
+        mechanism=mechanism,
+    )
+    m.select("INBOX")
+    m.print_log()
+    m.logout()
+    out, err = capfd.readouterr()
+    captured = out + err + caplog.text + repr(m)
+    assert "AUTHENTICATE" in captured and "redacted" in captured
+    assert len(tokens.tokens) == 2
+    for token in tokens.tokens:
+        raw = (
+            sasl.xoauth2_response(ALICE, token)
+            if mechanism == "XOAUTH2"
+            else sasl.oauthbearer_response(
+                ALICE, token, host=gmail.host, port=gmail.imap_port
+            )
+        )
+        for secret in (token, token[5:], base64.b64encode(raw).decode()):
+            assert secret not in captured
