@@ -6,6 +6,7 @@ import base64
 import imaplib
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
@@ -228,3 +229,37 @@ def test_no_secret_in_debug_output_with_a_rejected_then_refreshed_token(
         )
         for secret in (token, token[5:], base64.b64encode(raw).decode()):
             assert secret not in captured
+
+
+# --- the 24-hour cap, for tokens whose expiry is unknown ---------------------------
+
+
+def test_session_is_replaced_before_gmails_24_hour_limit_without_a_token_expiry(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    token = gmail.mint_token(ALICE, ttl=3 * 24 * 3600)
+    m = IMAP4(
+        ALICE,
+        lambda: token,  # a bare callable: no expiry known, only the session cap
+        gmail.host,
+        gmail.imap_port,
+        ssl_context=gmail.ssl_context(),
+        clock=clock,
+        timeout=10,
+    )
+    m.select("INBOX", readonly=True)
+    clock.advance(timedelta(hours=23))
+    assert m.noop()[0] == "OK"
+    assert m.reconnects == 0
+    clock.advance(timedelta(minutes=31))
+    assert m.noop()[0] == "OK"
+    assert m.reconnects == 1
+    assert verbs(gmail)[-5:] == [
+        b"LOGOUT",
+        b"CAPABILITY",
+        b"AUTHENTICATE",
+        b"EXAMINE",
+        b"NOOP",
+    ]
+    assert m.state == "SELECTED" and m.is_readonly
+    m.logout()
