@@ -321,9 +321,11 @@ def test_uid_command_is_repeated_while_uidvalidity_holds(
     uid = gmail.deliver(ALICE, message(1))
     imap.select("INBOX")
     gmail.deliver(ALICE, message(2))
-    gmail.fail_next("imap", "UID", "drop_before")
+    gmail.fail_next("imap", "UID FETCH", "drop_before")  # both words: see the fake
     typ, data = imap.uid("FETCH", str(uid), "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert typ == "OK" and b"note 1" in data[0][1]
+    assert len(commands(gmail, b"UID")) == 2
+    assert len(conn_ids(gmail)) == 2
 
 
 def test_reconnect_false_raises_a_stdlib_compatible_abort(
