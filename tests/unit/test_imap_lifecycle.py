@@ -263,3 +263,49 @@ def test_session_is_replaced_before_gmails_24_hour_limit_without_a_token_expiry(
     ]
     assert m.state == "SELECTED" and m.is_readonly
     m.logout()
+
+
+# --- commands that must never run twice -----------------------------------------
+
+ONCE: dict[str, tuple[str, object]] = {
+    # id: (the verb the fake sees, how to send it)
+    "COPY": ("COPY", lambda m, uid: m.copy("1", "Work")),
+    "MOVE": ("MOVE", lambda m, uid: m._simple_command("MOVE", "1", "Work")),
+    "UID COPY": ("UID COPY", lambda m, uid: m.uid("COPY", uid, "Work")),
+    "UID MOVE": ("UID MOVE", lambda m, uid: m.uid("MOVE", uid, "Work")),
+    "UID EXPUNGE": ("UID EXPUNGE", lambda m, uid: m.uid("EXPUNGE", uid)),
+    "EXPUNGE": ("EXPUNGE", lambda m, uid: m.expunge()),
+    "CREATE": ("CREATE", lambda m, uid: m.create("Other")),
+    "DELETE": ("DELETE", lambda m, uid: m.delete("Work")),
+    "RENAME": ("RENAME", lambda m, uid: m.rename("Work", "Play")),
+    "xatom": ("ID", lambda m, uid: m.xatom("ID", "NIL")),
+}
+
+
+@pytest.mark.parametrize("name", list(ONCE))
+def test_command_cut_off_after_sending_is_never_sent_again(
+    gmail: FakeGmail, imap: IMAP4, name: str
+) -> None:
+    uid = str(gmail.deliver(ALICE, message(1)))
+    assert imap.create("Work")[0] == "OK"
+    imap.select("INBOX")
+    imap.store("1", "+FLAGS", "(\\Deleted)")
+    verb, send = ONCE[name]
+    gmail.fail_next("imap", verb, "drop_after")
+    before = len(gmail.transcript("imap"))
+    with pytest.raises(errors.ConnectionLost) as info:
+        send(imap, uid)  # type: ignore[operator]
+    assert info.value.outcome_unknown is True
+    assert "not sent again" in str(info.value)
+    words = verb.encode().split()
+    sent = [
+        line.data
+        for line in gmail.transcript("imap")[before:]
+        if line.direction == "C"
+        and line.data.upper().split(b" ")[1 : 1 + len(words)] == words
+    ]
+    assert len(sent) == 1, sent
+    # The object stays usable, on a new session, with INBOX selected again.
+    assert imap.reconnects == 1
+    assert imap.state == "SELECTED"
+    assert imap.noop()[0] == "OK"
