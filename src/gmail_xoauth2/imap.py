@@ -507,9 +507,18 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
                         "reconnect to %s:%s failed (%s); retrying", host, port, exc
                     )
             self.reconnects += 1
-            self._restore(restore)
         except BaseException:
             # Keep the logical state so the next command tries again.
+            self.state = state
+            raise
+        try:
+            self._restore(restore)
+        except Error:
+            # The new session is up but the mailbox could not be selected
+            # again: it stays in AUTH, as imaplib's select() left it.
+            raise
+        except BaseException:
+            self._drop()
             self.state = state
             raise
 

@@ -309,3 +309,21 @@ def test_command_cut_off_after_sending_is_never_sent_again(
     assert imap.reconnects == 1
     assert imap.state == "SELECTED"
     assert imap.noop()[0] == "OK"
+
+
+def test_mailbox_gone_after_reconnect_leaves_the_state_auth(
+    gmail: FakeGmail, clock: ManualClock, imap: IMAP4
+) -> None:
+    assert imap.create("Work")[0] == "OK"
+    imap.select("Work")
+    with connect(gmail, clock) as other:
+        assert other.delete("Work")[0] == "OK"
+    gmail.end_sessions(ALICE, "imap")
+    with pytest.raises(errors.ConnectionLost, match="could not select Work again"):
+        imap.noop()
+    # The new session is up, with no mailbox selected: say so, as imaplib would.
+    assert imap.state == "AUTH"
+    with pytest.raises(imaplib.IMAP4.error, match="illegal in state AUTH"):
+        imap.fetch("1", "(FLAGS)")
+    assert imap.noop()[0] == "OK"
+    assert imap.reconnects == 1
