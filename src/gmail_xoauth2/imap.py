@@ -352,7 +352,10 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
                     unknown=True,
                 ) from exc
             self._replace(f"{name} failed: {exc}", restore=restore)
-            self._check_unchanged(name, kind, known)
+            stores = name == "STORE" or (
+                name == "UID" and bool(args) and text(args[0]).upper() == "STORE"
+            )
+            self._check_unchanged(name, kind, known, sent=sent, stores=stores)
         self.is_readonly = readonly
         sends = self._sends
         try:
@@ -454,15 +457,33 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
         self._replace(why, restore=restore, polite=polite)
         self._check_unchanged(name, kind, known)
 
-    def _check_unchanged(self, name: str, kind: Kind, known: MailboxState) -> None:
+    def _check_unchanged(
+        self,
+        name: str,
+        kind: Kind,
+        known: MailboxState,
+        *,
+        sent: bool = False,
+        stores: bool = False,
+    ) -> None:
         if self._mailbox is None:
             return
         changed = known.differs(self._box, kind.depends)
         if changed is not None:
+            # A STORE cut off after it was sent may have been carried out.
+            unknown = sent and stores
+            if unknown:
+                what = (
+                    f"{name} had been sent and may or may not have been carried "
+                    "out; it was not sent again"
+                )
+            else:
+                what = f"{name} was not sent{' again' if sent else ''}"
             raise _lost(
                 f"reconnected, but mailbox {self._mailbox[0]} changed meanwhile "
-                f"({changed}); {name} was not sent because its message numbers may "
-                "now point at other messages: search again"
+                f"({changed}); {what} because its message numbers may now point "
+                "at other messages: search again",
+                unknown=unknown,
             )
 
     def _replace_after_unknown(

@@ -327,3 +327,18 @@ def test_mailbox_gone_after_reconnect_leaves_the_state_auth(
         imap.fetch("1", "(FLAGS)")
     assert imap.noop()[0] == "OK"
     assert imap.reconnects == 1
+
+
+def test_store_cut_off_in_a_mailbox_that_changed_says_it_was_sent_once(
+    gmail: FakeGmail, imap: IMAP4
+) -> None:
+    gmail.deliver(ALICE, message(1))
+    imap.select("INBOX")
+    gmail.deliver(ALICE, message(2))  # the client has not heard of it
+    gmail.fail_next("imap", "STORE", "drop_after")
+    with pytest.raises(errors.ConnectionLost, match="EXISTS 1 -> 2") as info:
+        imap.store("1", "+FLAGS", "(\\Flagged)")
+    # It reached the server (and was carried out there): not "was not sent".
+    assert info.value.outcome_unknown is True
+    assert "not sent again" in str(info.value)
+    assert verbs(gmail).count(b"STORE") == 1
