@@ -15,7 +15,7 @@
     ├── InsecureConnection                   TLS missing or stripped; no token was sent
     ├── ConnectionLost (ConnectionError)     the connection died (.outcome_unknown)
     │   └── DeliveryUnknown                  SMTP: the message may or may not be sent
-    └── Timeout (TimeoutError)
+    └── Timeout (TimeoutError)                no answer in time (.outcome_unknown)
 
 No message, repr or attribute of these exceptions holds an access token, a refresh
 token, a client secret or a SASL string.
@@ -198,7 +198,22 @@ class DeliveryUnknown(ConnectionLost):
 
 
 class Timeout(Error, TimeoutError):
-    """A network operation did not finish in time."""
+    """A network operation did not finish in time; the connection was closed.
+
+    Attributes:
+        outcome_unknown: True when the command had been sent, so the server may
+            or may not have carried it out; the library did not send it again.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild,
+            (type(self), self.args, {"outcome_unknown": self.outcome_unknown}),
+        )
 
 
 def _rebuild(

@@ -41,6 +41,7 @@ from .errors import (
     ConnectionLost,
     Error,
     InsecureConnection,
+    ProtocolError,
     Timeout,
     TooManyConnections,
 )
@@ -429,7 +430,8 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
         )
         return Timeout(
             f"{host}:{port} did not answer {name} within {self._timeout}s; the "
-            f"connection was closed (the next command reconnects){outcome}"
+            f"connection was closed (the next command reconnects){outcome}",
+            outcome_unknown=unknown,
         )
 
     def _before_command(
@@ -566,7 +568,7 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
         self._debug_level = getattr(self, "debug", _default_debug())
         try:
             with self._raw():
-                imaplib.IMAP4.__init__(self, host, port, self._timeout)
+                self._greet()
                 if self._use_starttls:
                     self._negotiate_tls()
                 self._tls_established = True
@@ -588,6 +590,21 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
         self._dead = False
         self._deadline.start(self._tokens)
         _log.debug("IMAP session for %s on %s:%s ready", self._user, host, port)
+
+    def _greet(self) -> None:
+        """Connect and read the greeting (and capabilities), as imaplib does."""
+        host, port = self._server
+        try:
+            imaplib.IMAP4.__init__(self, host, port, self._timeout)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            # imaplib raises error(welcome) or error(None) for a greeting that is
+            # not IMAP's, e.g. a POP3 "+OK" taken for a continuation.
+            raise ProtocolError(
+                f"{host}:{port} did not greet like an IMAP server ({exc}); check "
+                "the host, the port and starttls"
+            ) from exc
 
     def _negotiate_tls(self) -> None:
         host, port = self._server
@@ -632,8 +649,7 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
         )
         if self.server_hung_up() is not None:
             self._drop()
-            host, port = self._server
-            imaplib.IMAP4.__init__(self, host, port, self._timeout)
+            self._greet()
             if self._use_starttls:
                 self._negotiate_tls()
         authenticate(self, fresh)

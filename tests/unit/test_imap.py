@@ -495,3 +495,19 @@ def test_large_literals_arrive_byte_exact_and_the_stream_stays_in_step(
     assert bodies == big
     assert all(type(body) is bytes for body in bodies)
     assert imap.noop()[0] == "OK"
+
+
+def test_a_server_that_is_not_imap_is_a_protocol_error(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    # POP3's "+OK Gpop ready" greeting on the port given for IMAP.
+    with pytest.raises(errors.ProtocolError, match="did not greet like an IMAP"):
+        IMAP4(
+            ALICE,
+            StaticTokenProvider("ya29.unused"),
+            gmail.host,
+            gmail.pop_port,
+            ssl_context=gmail.ssl_context(),
+            clock=clock,
+            timeout=10,
+        )

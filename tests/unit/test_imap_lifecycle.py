@@ -151,10 +151,11 @@ def test_timeout_after_append_was_sent_says_the_outcome_is_unknown(
     m = connect(gmail, clock, timeout=0.3)
     release = gmail.hold_next("imap", "APPEND")
     try:
-        with pytest.raises(errors.Timeout, match="may or may not"):
+        with pytest.raises(errors.Timeout, match="may or may not") as info:
             m.append("INBOX", None, None, message(1))
     finally:
         release.set()
+    assert info.value.outcome_unknown
     assert verbs(gmail).count(b"APPEND") == 1
     m.logout()
 
@@ -170,6 +171,7 @@ def test_timeout_of_a_read_does_not_claim_an_unknown_outcome(
     finally:
         release.set()
     assert "may or may not" not in str(info.value)
+    assert not info.value.outcome_unknown
     assert m.noop()[0] == "OK"  # the next command reconnects
     m.logout()
 

@@ -14,6 +14,7 @@ from gmail_xoauth2 import (
     DeliveryUnknown,
     InsecureTokenFile,
     StaticTokenProvider,
+    Timeout,
     TokenError,
     TokenProvider,
     TokenRevokedError,
@@ -135,6 +136,7 @@ def test_manual_clock_notifies_and_refuses_to_go_back() -> None:
         ),
         ConnectionLost("gone", outcome_unknown=True),
         DeliveryUnknown("after the dot"),
+        Timeout("no answer", outcome_unknown=True),
         InsecureTokenFile("/tmp/token.json"),
     ],
 )
