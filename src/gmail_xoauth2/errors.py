@@ -15,7 +15,7 @@
     ├── InsecureConnection                   TLS missing or stripped; no token was sent
     ├── ConnectionLost (ConnectionError)     the connection died (.outcome_unknown)
     │   └── DeliveryUnknown                  SMTP: the message may or may not be sent
-    └── Timeout (TimeoutError)                no answer in time (.outcome_unknown)
+    └── Timeout (TimeoutError)               no answer in time (.outcome_unknown)
 
 No message, repr or attribute of these exceptions holds an access token, a refresh
 token, a client secret or a SASL string.
