@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 from . import sasl
-from ._mailconn import ABORT, decode_challenge, too_many_message
+from ._mailconn import ABORT, Dead, decode_challenge, too_many_message
 from .errors import AuthenticationFailed, ProtocolError, TooManyConnections
 
 __all__ = ["SESSION_ENDED", "authenticate"]
@@ -18,6 +18,9 @@ SESSION_ENDED = (b"[SYS/TEMP]", b"SESSION EXPIRED", b"SHUTTING DOWN")
 # ...and those that refuse the credentials, not the syntax of the command.
 _AUTH_REFUSED = (b"[AUTH]", b"CREDENTIALS", b"AUTHENTICATION FAILED")
 _TOO_MANY = b"TOO MANY SIMULTANEOUS CONNECTIONS"
+# RFC 2449/3206 codes that refuse the login for now, whatever the token: the
+# server is unavailable, so back off and reconnect instead of refreshing.
+_TEMPORARY = (b"[SYS/TEMP]", b"[IN-USE]", b"[LOGIN-DELAY]")
 
 
 def authenticate(
@@ -79,6 +82,8 @@ class _Failure:
         text = reply.decode("utf-8", "replace")
         if _TOO_MANY in reply.upper():
             raise TooManyConnections(too_many_message("POP3", text))
+        if challenge is None and any(code in reply.upper() for code in _TEMPORARY):
+            raise Dead(f"the POP3 server {self.host} refused the login for now: {text}")
         status = challenge.status if challenge else None
         raise AuthenticationFailed(
             f"POP3 server {self.host} rejected {self.mechanism}: {text}"

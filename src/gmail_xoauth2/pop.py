@@ -135,6 +135,7 @@ class POP3(poplib.POP3):
         try:
             self._connect()
         except Dead as exc:
+            self._abandon()
             raise ConnectionLost(
                 f"could not connect to the POP3 server {host}:{port}: {exc}"
             ) from exc

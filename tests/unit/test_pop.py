@@ -230,19 +230,12 @@ def test_one_line_syntax_refusal_falls_back_to_two_lines(gmail: FakeGmail) -> No
     assert provider.calls == [False]
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        "-ERR [SYS/PERM] Your account is not enabled for POP access.",
-        "-ERR [IN-USE] Mailbox in use.",
-        "-ERR [LOGIN-DELAY] Try again later.",
-    ],
-)
 def test_a_refusal_with_a_response_code_is_not_a_syntax_refusal(
-    gmail: FakeGmail, line: str
+    gmail: FakeGmail,
 ) -> None:
     # RFC 2449/3206 codes refuse the login, not the one-line syntax: no
     # two-line fallback sending the token again.
+    line = "-ERR [SYS/PERM] Your account is not enabled for POP access."
     gmail.fail_next("pop", "AUTH", "reply", line=line, count=2)
     with pytest.raises(AuthenticationFailed) as info:
         connect(gmail)
@@ -250,6 +243,27 @@ def test_a_refusal_with_a_response_code_is_not_a_syntax_refusal(
     auth = [x for x in client_lines(gmail) if x.startswith(b"AUTH")]
     assert [x.split(b" ")[:2] for x in auth] == [[b"AUTH", b"XOAUTH2"]] * 2
     assert all(len(x.split(b" ")) == 3 for x in auth)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "-ERR [SYS/TEMP] Try again later.",
+        "-ERR [IN-USE] Mailbox in use.",
+        "-ERR [LOGIN-DELAY] Try again later.",
+    ],
+)
+def test_a_temporary_refusal_is_an_unavailable_server_not_a_bad_token(
+    gmail: FakeGmail, line: str
+) -> None:
+    # Neither a refresh nor the two-line form can help: one AUTH, no refresh.
+    provider = MintingProvider(gmail, ALICE)
+    gmail.fail_next("pop", "AUTH", "reply", line=line)
+    with pytest.raises(ConnectionLost, match="refused the login for now"):
+        connect(gmail, provider)
+    assert provider.calls == [False]
+    auth = [x for x in client_lines(gmail) if x.startswith(b"AUTH")]
+    assert len(auth) == 1 and len(auth[0].split(b" ")) == 3
 
 
 def test_too_many_connections_is_not_retried(gmail: FakeGmail) -> None:
@@ -614,3 +628,17 @@ def test_no_secret_in_debug_output_or_logs(
         assert xoauth2_string(ALICE, token) not in printed
     assert "hunter2" not in printed
     assert "ya29" not in printed
+
+
+def test_a_temporary_refusal_at_login_backs_off_instead_of_refreshing(
+    gmail: FakeGmail, sleeps: list[float]
+) -> None:
+    with connect(gmail, sleeps=sleeps) as pop:
+        refreshes = gmail.google.request_count("/token")
+        gmail.end_sessions(ALICE, "pop")
+        gmail.fail_next(
+            "pop", "AUTH", "reply", line=b"-ERR [SYS/TEMP] Try again later", count=1
+        )
+        assert pop.stat()[0] == 3
+        assert len(sleeps) == 1  # backed off once, then logged in
+        assert gmail.google.request_count("/token") == refreshes  # no refresh
