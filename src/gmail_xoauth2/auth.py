@@ -389,6 +389,14 @@ class GoogleTokenProvider:
 
     def _refresh_remote(self) -> str:
         """Ask the token endpoint, retrying transient failures with backoff."""
+        if self._user_credentials and not getattr(
+            self._credentials, "refresh_token", None
+        ):
+            # google-auth would fail without a request and without an error code.
+            raise TokenError(
+                "these credentials hold no refresh token, so the access token "
+                "cannot be renewed; run `gmail-xoauth2 authorize` to get one"
+            )
         delays = self._backoff.delays()
         attempt = 1
         while True:

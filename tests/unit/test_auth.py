@@ -663,3 +663,14 @@ def test_service_account_errors_never_advise_authorize(
     assert code in message
     assert advice in message
     assert "authorize" not in message
+
+
+def test_credentials_without_a_refresh_token_say_so() -> None:
+    from google.oauth2.credentials import Credentials
+
+    from gmail_xoauth2 import TokenError
+
+    provider = GoogleTokenProvider(Credentials(token=None))
+    with pytest.raises(TokenError, match="no refresh token") as info:
+        provider.token()
+    assert "gmail-xoauth2 authorize" in str(info.value)
