@@ -14,6 +14,7 @@ from .errors import (
     ConnectionLost,
     Error,
     InsecureConnection,
+    ProtocolError,
     Timeout,
 )
 
@@ -197,7 +198,9 @@ def check_advice(exc: BaseException, endpoint: str) -> str:
         cause, ssl.SSLCertVerificationError
     ):
         return f"{reason}; {_CAFILE_ADVICE}"
-    if isinstance(exc, Timeout) or (isinstance(exc, ConnectionLost) and cause is None):
+    if isinstance(exc, Timeout | ProtocolError) or (
+        isinstance(exc, ConnectionLost) and cause is None
+    ):
         return f"{reason}; {_ENDPOINT_ADVICE}"
     return reason
 

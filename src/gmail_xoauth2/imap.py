@@ -602,8 +602,8 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
             # imaplib raises error(welcome) or error(None) for a greeting that is
             # not IMAP's, e.g. a POP3 "+OK" taken for a continuation.
             raise ProtocolError(
-                f"{host}:{port} did not greet like an IMAP server ({exc}); check "
-                "the host, the port and starttls"
+                f"{host}:{port} did not greet like an IMAP server ({exc}): is it "
+                "the IMAP port, and is the TLS mode (starttls) right?"
             ) from exc
 
     def _negotiate_tls(self) -> None:

@@ -639,6 +639,9 @@ def test_fake_gmail_port_base_in_use_says_to_choose_another(
 
     base = free_port_base()
     with socket.socket() as busy:
+        # As the fake's own listeners do: a port left in TIME_WAIT by an earlier
+        # test must not make this bind fail.
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         busy.bind(("127.0.0.1", base + 4))
         busy.listen()
         assert cli.main(["fake-gmail", "--port-base", str(base)]) == 1
