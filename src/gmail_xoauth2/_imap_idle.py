@@ -56,7 +56,13 @@ class Idler:
 
     def __enter__(self) -> Idler:
         imap = self._imap
+        before, reconnects = imap._box.exists, imap.reconnects
         imap._prepare_idle()
+        if imap.reconnects != reconnects:
+            # The session was replaced just before IDLE (it had ended, or its
+            # token was about to expire): mail that came meanwhile was counted
+            # by the re-SELECT, and IDLE will not announce it again.
+            self._report_growth(before)
         self._saved_state = imap.state
         self._started = self._now()
         imap._idle_queue = self._queue
@@ -259,10 +265,17 @@ class Idler:
         finally:
             imap._idle_queue = self._queue
         imap.state = "IDLING"
+        self._report_growth(before)
+
+    def _report_growth(self, before: int | None) -> None:
+        """Queue an EXISTS if the re-SELECT after a reconnect counted more mail.
+
+        Mail that arrived while there was no session: report it as the server
+        would have, once (not also from ``untagged_responses``).
+        """
+        imap = self._imap
         after = imap._box.exists
         if after is not None and after != before:
-            # Mail that arrived while there was no session: report it as the
-            # server would have.
             self._queue.append(("EXISTS", [str(after).encode("ascii")]))
         with contextlib.suppress(KeyError):
             del imap.untagged_responses["EXISTS"]

@@ -188,3 +188,16 @@ def test_idle_wakes_in_time_to_replace_a_session_whose_token_is_expiring(
     new = [verb for conn, verb in verbs(gmail) if conn == second]
     assert new[-2:] == [b"IDLE", b"DONE"]
     assert sum(waits) == pytest.approx(65 * 60)
+
+
+def test_mail_that_arrived_while_the_session_was_down_is_reported_by_idle(
+    gmail: FakeGmail, imap: IMAP4
+) -> None:
+    # The session ends between two IDLEs and mail arrives before the next one:
+    # the reconnect's re-SELECT counts it, so IDLE itself would never say so.
+    gmail.end_sessions(ALICE, "imap")
+    gmail.deliver(ALICE, message(1))
+    with imap.idle(duration=5) as idler:
+        assert next(idler) == ("EXISTS", [b"1"])
+    assert imap.reconnects == 1
+    assert "EXISTS" not in imap.untagged_responses  # reported once, not twice
