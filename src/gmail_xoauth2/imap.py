@@ -276,9 +276,19 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
     def _track(self, typ: str, dat: Any) -> None:
         box = self._box
         if typ == "EXISTS":
-            # Mail arrived (or left): the UIDNEXT we knew is stale now.
-            uidnext = box.uidnext if self._selecting else None
-            self._box = replace(box, exists=number(dat), uidnext=uidnext)
+            exists = number(dat)
+            uidnext = box.uidnext
+            if not self._selecting and uidnext is not None:
+                # k new messages took the next k UIDs (RFC 3501 2.3.1.1), so the
+                # UIDNEXT to expect after a reconnect moves by k. A server that
+                # skipped UIDs makes the check fail safe: no repeat, an error.
+                grown = (
+                    None
+                    if exists is None or box.exists is None
+                    else (exists - box.exists)
+                )
+                uidnext = uidnext + grown if grown is not None and grown >= 0 else None
+            self._box = replace(box, exists=exists, uidnext=uidnext)
         elif typ == "EXPUNGE" and box.exists is not None:
             self._box = replace(box, exists=box.exists - 1)
         elif typ == "UIDVALIDITY":

@@ -315,6 +315,37 @@ def test_sequence_command_is_not_repeated_in_a_changed_mailbox(
     assert imap.search(None, "ALL") == ("OK", [b"1 2"])
 
 
+def test_an_expunge_and_an_arrival_while_disconnected_are_noticed(
+    gmail: FakeGmail, imap: IMAP4
+) -> None:
+    first = gmail.deliver(ALICE, message(1))
+    gmail.deliver(ALICE, message(2))
+    imap.select("INBOX")  # EXISTS 2, UIDNEXT 3
+    gmail.deliver(ALICE, message(3))
+    assert imap.noop()[0] == "OK"  # the client hears EXISTS 3: UIDNEXT is now 4
+    # While there is no session, message 1 goes and message 4 comes: EXISTS is
+    # 3 again, but sequence number 3 now names another message.
+    gmail.end_sessions(ALICE, "imap")
+    gmail.backend.store.remove(ALICE, "INBOX", [first])
+    gmail.deliver(ALICE, message(4))
+    with pytest.raises(IMAPConnectionLost, match="UIDNEXT 4 -> 5"):
+        imap.fetch("3", "(FLAGS)")
+    assert commands(gmail, b"FETCH") == []
+
+
+def test_mail_arriving_in_session_does_not_stop_a_repeat(
+    gmail: FakeGmail, imap: IMAP4
+) -> None:
+    gmail.deliver(ALICE, message(1))
+    imap.select("INBOX")
+    gmail.deliver(ALICE, message(2))
+    assert imap.noop()[0] == "OK"  # EXISTS 2: the expected UIDNEXT moves with it
+    gmail.fail_next("imap", "FETCH", "drop_before")
+    typ, data = imap.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK" and b"note 2" in data[0][1]
+    assert len(commands(gmail, b"FETCH")) == 2
+
+
 def test_uid_command_is_repeated_while_uidvalidity_holds(
     gmail: FakeGmail, imap: IMAP4
 ) -> None:
