@@ -523,37 +523,50 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
                 _stdlib("_simple_command")(self, "LOGOUT")
         self._drop()
         delays = self._backoff.delays()
-        try:
-            while True:
-                try:
-                    self._open_session()
-                    break
-                except _DEATH as exc:
-                    self._drop()
-                    if next(delays, None) is None:
-                        attempts = self._backoff.attempts + 1
-                        raise _lost(
-                            f"could not reconnect to {host}:{port} after "
-                            f"{attempts} attempts: {exc}"
-                        ) from exc
-                    _log.info(
-                        "reconnect to %s:%s failed (%s); retrying", host, port, exc
-                    )
+        while True:
+            try:
+                self._open_session()
+            except _DEATH as exc:
+                self._drop()
+                self._next_attempt(delays, exc, state)
+                continue
+            except BaseException:
+                # Keep the logical state so the next command tries again.
+                self.state = state
+                raise
+            try:
+                self._restore(restore)
+            except Error:
+                # The new session is up but the mailbox could not be selected
+                # again: it stays in AUTH, as imaplib's select() left it.
+                self.reconnects += 1
+                raise
+            except _DEATH as exc:
+                # A new session that dies before the mailbox is selected again
+                # is a failed attempt like any other: try again.
+                self._drop()
+                self._next_attempt(delays, exc, state)
+                continue
+            except BaseException:
+                self._drop()
+                self.state = state
+                raise
             self.reconnects += 1
-        except BaseException:
+            return
+
+    def _next_attempt(
+        self, delays: Iterator[float], exc: BaseException, state: str
+    ) -> None:
+        """After a failed reconnect attempt: wait the next delay, or give up."""
+        host, port = self._server
+        if next(delays, None) is None:
             # Keep the logical state so the next command tries again.
             self.state = state
-            raise
-        try:
-            self._restore(restore)
-        except Error:
-            # The new session is up but the mailbox could not be selected
-            # again: it stays in AUTH, as imaplib's select() left it.
-            raise
-        except BaseException:
-            self._drop()
-            self.state = state
-            raise
+            attempts = self._backoff.attempts + 1
+            raise _lost(
+                f"could not reconnect to {host}:{port} after {attempts} attempts: {exc}"
+            ) from exc
+        _log.info("reconnect to %s:%s failed (%s); retrying", host, port, exc)
 
     def _restore(self, mailbox: tuple[str, bool] | None) -> None:
         with self._raw():

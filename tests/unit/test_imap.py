@@ -393,6 +393,42 @@ def test_unavailable_server_gives_up_after_the_attempts(
     assert len(sleeps) == 3
 
 
+@pytest.mark.parametrize(
+    ("action", "line"), [("drop_before", None), ("reply", "* BYE System Error")]
+)
+def test_new_session_lost_while_reselecting_is_another_attempt(
+    gmail: FakeGmail,
+    imap: IMAP4,
+    sleeps: list[float],
+    action: str,
+    line: str | None,
+) -> None:
+    # Found by the soak test: imaplib's abort escaped from the re-SELECT.
+    imap.select("INBOX")
+    gmail.end_sessions(ALICE)
+    gmail.fail_next("imap", "SELECT", action, line=line)  # type: ignore[arg-type]
+    assert imap.noop()[0] == "OK"
+    assert imap.state == "SELECTED"
+    assert len(commands(gmail, b"SELECT")) == 3  # the first, then two attempts
+    assert len(conn_ids(gmail)) == 3
+    assert sleeps == [0.25]
+    assert imap.reconnects == 1
+
+
+def test_new_session_lost_while_reselecting_every_time_is_connection_lost(
+    gmail: FakeGmail, imap: IMAP4, sleeps: list[float]
+) -> None:
+    imap.select("INBOX")
+    gmail.end_sessions(ALICE)
+    gmail.fail_next("imap", "SELECT", "drop_before", count=4)
+    with pytest.raises(errors.ConnectionLost, match="4 attempts") as info:
+        imap.noop()
+    assert info.value.outcome_unknown is False
+    assert len(sleeps) == 3
+    assert imap.state == "SELECTED"  # the next command tries again
+    assert imap.noop()[0] == "OK"
+
+
 # --- APPEND is never duplicated -----------------------------------------------
 
 
