@@ -622,6 +622,14 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error as exc:
+            welcome = exc.args[0] if exc.args else None
+            if isinstance(welcome, bytes) and welcome.upper().startswith(b"* BYE"):
+                # RFC 3501 section 7.1.5: a server that refuses the connection
+                # greets with BYE. It is there but unavailable: back off.
+                text = welcome.decode("utf-8", "replace")
+                raise imaplib.IMAP4.abort(
+                    f"{host}:{port} refused the connection: {text}"
+                ) from exc
             # imaplib raises error(welcome) or error(None) for a greeting that is
             # not IMAP's, e.g. a POP3 "+OK" taken for a continuation.
             raise ProtocolError(

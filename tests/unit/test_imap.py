@@ -564,6 +564,27 @@ def test_large_literals_arrive_byte_exact_and_the_stream_stays_in_step(
     assert imap.noop()[0] == "OK"
 
 
+def test_a_bye_greeting_is_an_unavailable_server_retried_with_backoff(
+    gmail: FakeGmail, imap: IMAP4, sleeps: list[float]
+) -> None:
+    # RFC 3501 section 7.1.5: BYE as the greeting refuses the connection.
+    # Found by the soak test: it was a ProtocolError ("not an IMAP server").
+    imap.select("INBOX")
+    gmail.end_sessions(ALICE)
+    gmail.fail_next("imap", "GREETING", "reply", line="* BYE System Error")
+    assert imap.noop()[0] == "OK"
+    assert imap.state == "SELECTED"
+    assert sleeps == [0.25]
+
+
+def test_a_bye_greeting_on_connect_is_connection_lost(
+    gmail: FakeGmail, provider: Recording, clock: ManualClock
+) -> None:
+    gmail.fail_next("imap", "GREETING", "reply", line="* BYE System Error")
+    with pytest.raises(errors.ConnectionLost, match="System Error"):
+        connect(gmail, provider, clock)
+
+
 def test_a_server_that_is_not_imap_is_a_protocol_error(
     gmail: FakeGmail, clock: ManualClock
 ) -> None:
