@@ -23,16 +23,27 @@ class Maildrop:
         self.pending: set[str] = set()
         self._stat: tuple[int, int] | None = None
         self._uids: dict[int, bytes] = {}
+        # The caller's numbering predates the current session: every numbered
+        # command is checked until the caller looks again (STAT, LIST, UIDL).
+        self._stale = False
+        # A check found the maildrop changed: refuse numbers until then too.
+        self._changed = False
 
     def forget(self) -> None:
         """Forget the marks and the numbering (the session ended on purpose)."""
         self.pending.clear()
         self._stat = None
         self._uids.clear()
+        self._stale = self._changed = False
+
+    def replaced(self) -> None:
+        """A new session began: the numbers the caller saw may mean other messages."""
+        self._stale = True
 
     def saw_stat(self, stat: tuple[int, int]) -> None:
         """Record a STAT answer."""
         self._stat = stat
+        self._stale = self._changed = False
 
     def saw_listing(self, lines: list[bytes]) -> None:
         """Record a full LIST answer (``"n size"`` lines) as the STAT it implies."""
@@ -41,11 +52,13 @@ class Maildrop:
             len(lines),
             sum(_number(s.decode("ascii", "replace")) for s in sizes),
         )
+        self._stale = self._changed = False
 
     def saw_uids(self, lines: list[bytes], *, complete: bool) -> None:
         """Record ``"n uid"`` lines from UIDL (all of them when ``complete``)."""
         if complete:
             self._uids.clear()
+            self._stale = self._changed = False
         for line in lines:
             number, _, uid = line.partition(b" ")
             self._uids[_number(number.decode("ascii", "replace"))] = uid.strip()
@@ -84,22 +97,28 @@ class Maildrop:
         """On a new session, check that ``which`` names the message it named.
 
         Compares the message's unique id (if the caller saw it) or the STAT
-        answer (if the caller saw that) with the new session's.
+        answer (if the caller saw that) with the new session's, for every
+        numbered command until the caller looks at the new session's maildrop
+        (STAT, LIST or UIDL): not only the first. Once the maildrop was found
+        changed, every number is refused until then (the marks made on this
+        session stay pending: QUIT still applies them).
 
         Raises:
             ConnectionLost: the maildrop changed; nothing was repeated.
         """
-        if which is None:
+        if which is None or not self._stale:
             return
         n = _number(str(which))
-        if n in self._uids:
+        if self._changed:
+            same = False
+        elif n in self._uids:
             same = uid_now(n) == self._uids[n]
         elif self._stat is not None:
             same = stat_now() == self._stat
         else:
             return
         if not same:
-            self.forget()
+            self._changed = True
             raise ConnectionLost(
                 "the POP3 session was replaced and the mailbox changed meanwhile, "
                 f"so message {n} may now be another message; the command was not "

@@ -351,6 +351,8 @@ class POP3(poplib.POP3):
             self._backoff,
             where=f"the POP3 server {self.host}:{self.port}",
         )
+        # A new session numbers the messages afresh (RFC 1939 section 5).
+        self._maildrop.replaced()
 
     def _retire(self) -> None:
         """End a healthy session politely before replacing it (nothing pending)."""
@@ -396,12 +398,10 @@ class POP3(poplib.POP3):
 
     def _run(self, what: str, call: Callable[[], _T], *, number: Any = None) -> _T:
         """Run a command that may be repeated on a new connection if this one dies."""
-        replaced = self._before_command()
+        self._before_command()
         try:
             with self._wire(what):
-                if replaced:
-                    # A new session numbers the messages afresh (RFC 1939 5).
-                    self._check_numbering(number)
+                self._check_numbering(number)
                 return call()
         except Dead as exc:
             if self._maildrop.pending:

@@ -496,6 +496,36 @@ def test_a_listing_is_enough_to_stop_a_numbered_retry(gmail: FakeGmail) -> None:
             pop.top(2, 0)
 
 
+def test_every_numbered_command_on_a_new_session_is_checked(gmail: FakeGmail) -> None:
+    # Found by the soak test: only the first command after the reconnect was
+    # checked, so RETR 3 then returned (and DELE 3 would delete) "four".
+    gmail.deliver(ALICE, b"Subject: four\r\n\r\nfourth\r\n")
+    with connect(gmail) as pop:
+        pop.uidl()
+        second = gmail.backend.store.status(ALICE, "INBOX").messages[1].uid
+        gmail.backend.store.remove(ALICE, "INBOX", [second])
+        gmail.end_sessions(ALICE, "pop")
+        assert pop.retr(1)[1][-1] == b"first"  # still message 1
+        with pytest.raises(ConnectionLost, match="message 3 may now be another"):
+            pop.retr(3)
+        with pytest.raises(ConnectionLost, match="message 3 may now be another"):
+            pop.dele(3)
+    assert len(gmail.messages(ALICE)) == 3  # nothing deleted
+
+
+def test_looking_again_on_the_new_session_ends_the_checks(gmail: FakeGmail) -> None:
+    with connect(gmail) as pop:
+        pop.uidl()
+        first = gmail.backend.store.status(ALICE, "INBOX").messages[0].uid
+        gmail.backend.store.remove(ALICE, "INBOX", [first])
+        gmail.end_sessions(ALICE, "pop")
+        assert len(pop.uidl()[1]) == 2  # the caller sees the new numbering
+        before = len(gmail.transcript("pop"))
+        assert pop.retr(2)[1][-1] == b"third"
+        sent = [t.data for t in gmail.transcript("pop")[before:] if t.direction == "C"]
+        assert sent == [b"RETR 2"]  # no check: the numbers are this session's
+
+
 # -- deletions ----------------------------------------------------------------------
 
 
