@@ -363,12 +363,8 @@ class POP3(poplib.POP3):
             pass
         self._abandon()
 
-    def _before_command(self) -> bool:
-        """At a command boundary: replace a dead or expiring connection.
-
-        Returns:
-            Whether the connection was replaced (message numbers may differ).
-        """
+    def _before_command(self) -> None:
+        """At a command boundary: replace a dead or expiring connection."""
         if self._peer_closed():
             self._abandon()
             if self._maildrop.pending:
@@ -376,7 +372,7 @@ class POP3(poplib.POP3):
             if not self._reconnect:
                 raise ConnectionLost("the POP3 connection is closed; reconnect=False")
             self._reestablish("the server closed the connection")
-            return True
+            return
         if self._reconnect and self._deadline.due():
             if self._maildrop.pending:
                 # Replacing the session would silently drop the marks, and
@@ -390,11 +386,9 @@ class POP3(poplib.POP3):
                         self._user,
                     )
                     self._deferred_logged = True
-                return False
+                return
             self._retire()
             self._reestablish("the access token or session is about to expire")
-            return True
-        return False
 
     def _run(self, what: str, call: Callable[[], _T], *, number: Any = None) -> _T:
         """Run a command that may be repeated on a new connection if this one dies."""
