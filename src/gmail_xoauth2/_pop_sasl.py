@@ -9,7 +9,7 @@ from . import sasl
 from ._mailconn import ABORT, Dead, decode_challenge, too_many_message
 from .errors import AuthenticationFailed, ProtocolError, TooManyConnections
 
-__all__ = ["SESSION_ENDED", "authenticate"]
+__all__ = ["SESSION_ENDED", "TOO_MANY", "authenticate"]
 
 _log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ _log = logging.getLogger(__name__)
 SESSION_ENDED = (b"[SYS/TEMP]", b"SESSION EXPIRED", b"SHUTTING DOWN")
 # ...and those that refuse the credentials, not the syntax of the command.
 _AUTH_REFUSED = (b"[AUTH]", b"CREDENTIALS", b"AUTHENTICATION FAILED")
-_TOO_MANY = b"TOO MANY SIMULTANEOUS CONNECTIONS"
+TOO_MANY = b"TOO MANY SIMULTANEOUS CONNECTIONS"
 # RFC 2449/3206 codes that refuse the login for now, whatever the token: the
 # server is unavailable, so back off and reconnect instead of refreshing.
 _TEMPORARY = (b"[SYS/TEMP]", b"[IN-USE]", b"[LOGIN-DELAY]")
@@ -80,7 +80,7 @@ class _Failure:
 
     def __call__(self, reply: bytes, challenge: sasl.ErrorChallenge | None) -> None:
         text = reply.decode("utf-8", "replace")
-        if _TOO_MANY in reply.upper():
+        if TOO_MANY in reply.upper():
             raise TooManyConnections(too_many_message("POP3", text))
         if challenge is None and any(code in reply.upper() for code in _TEMPORARY):
             raise Dead(f"the POP3 server {self.host} refused the login for now: {text}")
@@ -128,4 +128,4 @@ def _is_syntax_refusal(reply: bytes) -> bool:
     upper = reply.upper()
     if upper.startswith(b"-ERR ["):
         return False
-    return not any(m in upper for m in (*_AUTH_REFUSED, _TOO_MANY, *SESSION_ENDED))
+    return not any(m in upper for m in (*_AUTH_REFUSED, TOO_MANY, *SESSION_ENDED))

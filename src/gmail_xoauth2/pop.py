@@ -24,7 +24,7 @@ from ._mailconn import (
     too_many_message,
 )
 from ._pop_policy import Maildrop
-from ._pop_sasl import SESSION_ENDED, authenticate
+from ._pop_sasl import SESSION_ENDED, TOO_MANY, authenticate
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
@@ -45,7 +45,6 @@ _LongResp: TypeAlias = tuple[bytes, list[bytes], int]
 _Capabilities: TypeAlias = dict[str, list[str]]
 
 _REDACTED = b"<redacted>"
-_TOO_MANY = b"TOO MANY SIMULTANEOUS CONNECTIONS"
 
 
 class POP3(poplib.POP3):
@@ -172,7 +171,7 @@ class POP3(poplib.POP3):
             # A -ERR greeting: the server is there but will not serve us now.
             self._abandon()
             line = exc.args[0] if isinstance(exc.args[0], bytes) else b""
-            if _TOO_MANY in line.upper():
+            if TOO_MANY in line.upper():
                 raise TooManyConnections(too_many_message("POP3", _text(line))) from exc
             raise Dead(f"the server refused the connection: {_text(exc)}") from exc
         self._debugging = debugging
