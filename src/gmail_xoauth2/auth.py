@@ -51,8 +51,6 @@ __all__ = ["IMAP_ADMIN_SCOPE", "GoogleTokenProvider", "authorize"]
 
 _log = logging.getLogger(__name__)
 
-"""Workspace domain-wide delegation only: every label and message over IMAP."""
-
 # Every answer google-auth would retry itself (with real sleeps): 408, 429, 5xx,
 # and an OAuth error saying the server is at fault (RFC 6749 section 4.1.2.1).
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
