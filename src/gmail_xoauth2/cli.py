@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from . import __version__
+from ._constants import GMAIL_IMAP_HOST, GMAIL_POP_HOST, GMAIL_SMTP_HOST
 from .errors import ConfigurationError, Error
 
 # Not typing.TYPE_CHECKING: importing typing alone costs the fast path milliseconds.
@@ -36,9 +37,9 @@ TOKEN_MARGIN = timedelta(minutes=5)
 
 _PROTOCOLS = ("imap", "pop", "smtp")
 _DEFAULT_HOSTS = {
-    "imap": "imap.gmail.com",
-    "pop": "pop.gmail.com",
-    "smtp": "smtp.gmail.com",
+    "imap": GMAIL_IMAP_HOST,
+    "pop": GMAIL_POP_HOST,
+    "smtp": GMAIL_SMTP_HOST,
 }
 _TLS_PORTS = {"imap": 993, "pop": 995, "smtp": 465}
 _STARTTLS_PORTS = {"imap": 143, "pop": 110, "smtp": 587}
