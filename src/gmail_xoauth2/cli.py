@@ -305,7 +305,7 @@ def _provider(token_file: str) -> GoogleTokenProvider:
     from .auth import GoogleTokenProvider
 
     return GoogleTokenProvider.from_authorized_user_file(
-        os.path.expanduser(token_file),
+        token_file,
         refresh_margin=TOKEN_MARGIN,
         backoff=_token_backoff(),
     )

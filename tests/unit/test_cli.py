@@ -290,6 +290,21 @@ def test_token_refreshes_an_expired_file_and_saves_it(
     assert google.request_count("/token", grant_type="refresh_token") == 1
 
 
+def test_token_file_under_a_literal_tilde_is_refreshed_in_place(
+    google: FakeGoogle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Mail programs pass the argument unexpanded ("~/..." in a config file).
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = google.write_authorized_user_file(tmp_path / "t.json", USER, expired=True)
+    assert cli.main(["token", "--token-file", "~/t.json"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert google.lookup(printed) is not None
+    assert json.loads(path.read_text())["token"] == printed
+
+
 def test_revoked_refresh_token_says_to_authorize_again(
     google: FakeGoogle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
