@@ -6,6 +6,7 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._tokens import TokenSource
@@ -122,38 +123,21 @@ def _open(
     mechanism: str,
     timeout: float,
 ) -> object:
-    # reconnect=False: a diagnostic reports the first login as it happened.
+    connect: Callable[..., object]
     if protocol == "imap":
         from .imap import IMAP4
 
-        return IMAP4(
-            user,
-            tokens,
-            host,
-            port,
-            starttls=starttls,
-            ssl_context=context,
-            timeout=timeout,
-            mechanism=mechanism,
-            reconnect=False,
-        )
-    if protocol == "pop":
+        connect = IMAP4
+    elif protocol == "pop":
         from .pop import POP3
 
-        return POP3(
-            user,
-            tokens,
-            host,
-            port,
-            starttls=starttls,
-            ssl_context=context,
-            timeout=timeout,
-            mechanism=mechanism,
-            reconnect=False,
-        )
-    from .smtp import SMTP
+        connect = POP3
+    else:
+        from .smtp import SMTP
 
-    return SMTP(
+        connect = SMTP
+    # reconnect=False: a diagnostic reports the first login as it happened.
+    return connect(
         user,
         tokens,
         host,
