@@ -86,6 +86,8 @@ class _CallableTokenProvider:
 
     def __init__(self, func: Callable[[], str]) -> None:
         self._func = func
+        # The name only: a repr (a functools.partial's) may show credentials.
+        self._name = getattr(func, "__qualname__", None) or type(func).__qualname__
 
     @property
     def expiry(self) -> datetime | None:
@@ -96,18 +98,18 @@ class _CallableTokenProvider:
             value = self._func()
         except Exception as exc:
             raise TokenError(
-                f"token callable {self._func!r} raised {type(exc).__name__}",
+                f"token callable {self._name} raised {type(exc).__name__}",
                 retryable=False,
             ) from exc
         if not isinstance(value, str) or not value:
             raise TokenError(
-                f"token callable {self._func!r} returned "
+                f"token callable {self._name} returned "
                 f"{type(value).__name__}, not a non-empty str"
             )
         return value
 
     def __repr__(self) -> str:
-        return f"_CallableTokenProvider({self._func!r})"
+        return f"_CallableTokenProvider({self._name})"
 
 
 def as_token_provider(source: TokenSource) -> TokenProvider:

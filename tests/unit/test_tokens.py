@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 from datetime import UTC, datetime, timedelta
 
@@ -62,6 +63,22 @@ def test_callable_failures_are_token_errors() -> None:
     assert isinstance(info.value.__cause__, RuntimeError)
     with pytest.raises(TokenError):
         as_token_provider(lambda: None).token()  # type: ignore[arg-type,return-value]
+
+
+def test_callable_arguments_stay_out_of_errors_and_repr() -> None:
+    # A partial's repr shows its arguments, which may be credentials.
+    def fetch(refresh_token: str) -> str:
+        raise RuntimeError("token endpoint down")
+
+    provider = as_token_provider(functools.partial(fetch, "1//refresh-secret"))
+    with pytest.raises(TokenError) as info:
+        provider.token()
+    assert "refresh-secret" not in str(info.value)
+    assert "refresh-secret" not in repr(provider)
+    empty = as_token_provider(functools.partial(lambda secret: "", "1//other-secret"))
+    with pytest.raises(TokenError) as info:
+        empty.token()
+    assert "other-secret" not in str(info.value)
 
 
 def test_not_a_provider() -> None:
