@@ -12,11 +12,10 @@ that imports :mod:`imaplib` (its private helpers are ``_imap_*.py``).
 
 from __future__ import annotations
 
-import contextlib
 import imaplib
 import logging
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -32,6 +31,7 @@ from ._imap_policy import (
     text,
 )
 from ._imap_sasl import REDACTED, authenticate
+from ._imap_session import SessionLifecycle
 from ._imap_transport import BufferedTransport
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
@@ -40,9 +40,7 @@ from .errors import (
     ConfigurationError,
     ConnectionLost,
     Error,
-    InsecureConnection,
     ProtocolError,
-    Timeout,
     TooManyConnections,
 )
 
@@ -81,7 +79,7 @@ class IMAPConnectionLost(ConnectionLost, imaplib.IMAP4.abort):
     """
 
 
-class IMAP4(BufferedTransport, imaplib.IMAP4):
+class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
     """An :class:`imaplib.IMAP4` that authenticates with OAuth 2.0 and reconnects.
 
     The constructor connects (implicit TLS, or STARTTLS when ``starttls`` is
@@ -397,7 +395,7 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
             self._enabled.append(text(args[0]))
         return result
 
-    # --- session lifecycle --------------------------------------------------
+    # --- session steps that need imaplib (the rest: SessionLifecycle) -------
 
     @staticmethod
     def _lost(message: str, *, unknown: bool = False) -> IMAPConnectionLost:
@@ -411,162 +409,6 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
                 "only allowed in states AUTH, SELECTED"
             )
         self._before_command("IDLE", Kind(True, "none"), self._box, self._mailbox)
-
-    @contextlib.contextmanager
-    def _raw(self) -> Iterator[None]:
-        """Run stdlib commands without the reconnect logic (we are managing it)."""
-        self._raw_depth += 1
-        try:
-            yield
-        finally:
-            self._raw_depth -= 1
-
-    def _drop(self) -> None:
-        """Close the socket; the next command will reconnect."""
-        self._dead = True
-        with contextlib.suppress(OSError):
-            self.shutdown()
-
-    def _timed_out(
-        self, name: str, exc: BaseException, *, unknown: bool = False
-    ) -> Timeout:
-        self._drop()
-        host, port = self._server
-        outcome = (
-            f"; {name} had been sent, so the server may or may not have carried "
-            "it out: check the mailbox before repeating it"
-            if unknown
-            else ""
-        )
-        return Timeout(
-            f"{host}:{port} did not answer {name} within {self._timeout}s; the "
-            f"connection was closed (the next command reconnects){outcome}",
-            outcome_unknown=unknown,
-        )
-
-    def _before_command(
-        self,
-        name: str,
-        kind: Kind,
-        known: MailboxState,
-        restore: tuple[str, bool] | None,
-    ) -> None:
-        """Replace the session first if it is dead, ending, or ended by the server."""
-        polite = False
-        if self._dead:
-            why = "the previous connection was lost"
-        elif self._deadline.due():
-            why = f"the session ends soon (deadline {self._deadline.deadline})"
-            polite = True
-        else:
-            hung_up = self.server_hung_up()
-            if hung_up is None:
-                return
-            why = f"the server ended the session ({hung_up})"
-        if not self._reconnect_enabled:
-            self._drop()
-            raise _lost(f"cannot send {name}: {why} and reconnect is off")
-        self._replace(why, restore=restore, polite=polite)
-        self._check_unchanged(name, kind, known)
-
-    def _check_unchanged(
-        self,
-        name: str,
-        kind: Kind,
-        known: MailboxState,
-        *,
-        sent: bool = False,
-        stores: bool = False,
-    ) -> None:
-        if self._mailbox is None:
-            return
-        changed = known.differs(self._box, kind.depends)
-        if changed is not None:
-            # A STORE cut off after it was sent may have been carried out.
-            unknown = sent and stores
-            if unknown:
-                what = (
-                    f"{name} had been sent and may or may not have been carried "
-                    "out; it was not sent again"
-                )
-            else:
-                what = f"{name} was not sent{' again' if sent else ''}"
-            raise _lost(
-                f"reconnected, but mailbox {self._mailbox[0]} changed meanwhile "
-                f"({changed}); {what} because its message numbers may now point "
-                "at other messages: search again",
-                unknown=unknown,
-            )
-
-    def _replace_after_unknown(
-        self, name: str, exc: BaseException, restore: tuple[str, bool] | None
-    ) -> None:
-        """Reconnect so the object stays usable; the caller raises outcome-unknown."""
-        try:
-            self._replace(f"{name} was cut off: {exc}", restore=restore)
-        except Error as again:
-            _log.info("could not reconnect after %s was cut off: %s", name, again)
-
-    def _replace(
-        self,
-        why: str,
-        *,
-        restore: tuple[str, bool] | None,
-        polite: bool = False,
-    ) -> None:
-        """Replace the connection: new socket, fresh token, same mailbox."""
-        host, port = self._server
-        _log.info("reconnecting %s to %s:%s: %s", self._user, host, port, why)
-        state = self.state
-        if polite and not self._dead:
-            with self._raw(), contextlib.suppress(*_DEATH):
-                _stdlib("_simple_command")(self, "LOGOUT")
-        self._drop()
-        delays = self._backoff.delays()
-        while True:
-            try:
-                self._open_session()
-            except _DEATH as exc:
-                self._drop()
-                self._next_attempt(delays, exc, state)
-                continue
-            except BaseException:
-                # Keep the logical state so the next command tries again.
-                self.state = state
-                raise
-            try:
-                self._restore(restore)
-            except Error:
-                # The new session is up but the mailbox could not be selected
-                # again: it stays in AUTH, as imaplib's select() left it.
-                self.reconnects += 1
-                raise
-            except _DEATH as exc:
-                # A new session that dies before the mailbox is selected again
-                # is a failed attempt like any other: try again.
-                self._drop()
-                self._next_attempt(delays, exc, state)
-                continue
-            except BaseException:
-                self._drop()
-                self.state = state
-                raise
-            self.reconnects += 1
-            return
-
-    def _next_attempt(
-        self, delays: Iterator[float], exc: BaseException, state: str
-    ) -> None:
-        """After a failed reconnect attempt: wait the next delay, or give up."""
-        host, port = self._server
-        if next(delays, None) is None:
-            # Keep the logical state so the next command tries again.
-            self.state = state
-            attempts = self._backoff.attempts + 1
-            raise _lost(
-                f"could not reconnect to {host}:{port} after {attempts} attempts: {exc}"
-            ) from exc
-        _log.info("reconnect to %s:%s failed (%s); retrying", host, port, exc)
 
     def _restore(self, mailbox: tuple[str, bool] | None) -> None:
         with self._raw():
@@ -584,35 +426,6 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
                 raise _lost(
                     f"reconnected, but could not select {name} again: {data[-1]!r}"
                 )
-
-    def _open_session(self) -> None:
-        """Connect, secure, authenticate; on any failure the socket is closed."""
-        host, port = self._server
-        self._debug_level = getattr(self, "debug", _default_debug())
-        try:
-            with self._raw():
-                self._greet()
-                if self._use_starttls:
-                    self._negotiate_tls()
-                self._tls_established = True
-                self._login()
-        except ssl.SSLCertVerificationError as exc:
-            self._drop()
-            raise InsecureConnection(
-                f"the TLS certificate of {host}:{port} could not be verified "
-                f"({exc.verify_message}); no token was sent"
-            ) from exc
-        except TimeoutError as exc:
-            self._drop()
-            raise Timeout(
-                f"{host}:{port} did not answer within {self._timeout}s"
-            ) from exc
-        except BaseException:
-            self._drop()
-            raise
-        self._dead = False
-        self._deadline.start(self._tokens)
-        _log.debug("IMAP session for %s on %s:%s ready", self._user, host, port)
 
     def _greet(self) -> None:
         """Connect and read the greeting (and capabilities), as imaplib does."""
@@ -636,27 +449,6 @@ class IMAP4(BufferedTransport, imaplib.IMAP4):
                 f"{host}:{port} did not greet like an IMAP server ({exc}): is it "
                 "the IMAP port, and is the TLS mode (starttls) right?"
             ) from exc
-
-    def _negotiate_tls(self) -> None:
-        host, port = self._server
-        if "STARTTLS" not in self.capabilities:
-            raise InsecureConnection(
-                f"{host}:{port} does not offer STARTTLS, so the connection cannot be "
-                "encrypted; refusing to send the token in clear (no token was sent). "
-                "Use implicit TLS (port 993) or a server that offers STARTTLS"
-            )
-        typ, data = _stdlib("_simple_command")(self, "STARTTLS")
-        if typ != "OK":
-            raise InsecureConnection(
-                f"{host}:{port} refused STARTTLS ({data[-1]!r}); no token was sent"
-            )
-        _log.debug("STARTTLS accepted; handshaking with %s", host)
-        # Forget everything learned in clear (RFC 3501 section 6.2.1): bytes a
-        # man in the middle may have injected, responses, capabilities.
-        self.starttls_wrap(host)
-        self.untagged_responses = {}
-        self.capabilities = ()
-        self._get_capabilities()
 
     # --- authentication -----------------------------------------------------
 
