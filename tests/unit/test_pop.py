@@ -280,8 +280,16 @@ def test_too_many_connections_is_not_retried(gmail: FakeGmail) -> None:
     assert gmail.connection_count("pop") == 1
 
 
-def test_starttls_stripping_is_refused_before_any_token() -> None:
+def _plain_pop_login(
+    capa: bytes, refusal: bytes, match: str
+) -> tuple[list[bytes], list[bool]]:
+    """Log in with starttls=True against a plain one-shot server; it must refuse.
+
+    The server answers CAPA with ``capa`` and anything else with ``refusal``.
+    Returns the lines the server received and the tokens the provider handed out.
+    """
     received: list[bytes] = []
+    tokens: list[bool] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
 
@@ -292,16 +300,13 @@ def test_starttls_stripping_is_refused_before_any_token() -> None:
                 stream.flush()
                 for line in stream:
                     received.append(line.rstrip(b"\r\n"))
-                    if line.upper().startswith(b"CAPA"):
-                        stream.write(b"+OK\r\nUSER\r\nSASL XOAUTH2\r\n.\r\n")
-                    else:
-                        stream.write(b"-ERR no\r\n")
+                    upper = line.upper()
+                    stream.write(capa if upper.startswith(b"CAPA") else refusal)
                     stream.flush()
 
         thread = threading.Thread(target=serve)
         thread.start()
-        tokens: list[bool] = []
-        with pytest.raises(InsecureConnection, match="STLS"):
+        with pytest.raises(InsecureConnection, match=match):
             POP3(
                 ALICE,
                 lambda: tokens.append(True) or "ya29.secret",
@@ -310,40 +315,23 @@ def test_starttls_stripping_is_refused_before_any_token() -> None:
                 starttls=True,
             )
         thread.join()
+    return received, tokens
+
+
+def test_starttls_stripping_is_refused_before_any_token() -> None:
+    received, tokens = _plain_pop_login(
+        b"+OK\r\nUSER\r\nSASL XOAUTH2\r\n.\r\n", b"-ERR no\r\n", "STLS"
+    )
     assert received == [b"CAPA"]
     assert tokens == []
 
 
 def test_a_refused_stls_sends_no_token() -> None:
-    received: list[bytes] = []
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
-
-        def serve() -> None:
-            conn, _ = listener.accept()
-            with conn, conn.makefile("rwb") as stream:
-                stream.write(b"+OK POP ready\r\n")
-                stream.flush()
-                for line in stream:
-                    received.append(line.rstrip(b"\r\n"))
-                    if line.upper().startswith(b"CAPA"):
-                        stream.write(b"+OK\r\nSTLS\r\nSASL XOAUTH2\r\n.\r\n")
-                    else:
-                        stream.write(b"-ERR [SYS/TEMP] TLS not available\r\n")
-                    stream.flush()
-
-        thread = threading.Thread(target=serve)
-        thread.start()
-        tokens: list[bool] = []
-        with pytest.raises(InsecureConnection, match="refused STLS"):
-            POP3(
-                ALICE,
-                lambda: tokens.append(True) or "ya29.secret",
-                "127.0.0.1",
-                port,
-                starttls=True,
-            )
-        thread.join()
+    received, tokens = _plain_pop_login(
+        b"+OK\r\nSTLS\r\nSASL XOAUTH2\r\n.\r\n",
+        b"-ERR [SYS/TEMP] TLS not available\r\n",
+        "refused STLS",
+    )
     assert received == [b"CAPA", b"STLS"]
     assert tokens == []
 
