@@ -18,6 +18,7 @@ from .errors import (
     Error,
     InsecureConnection,
     InsecureTokenFile,
+    LimitExceeded,
     ProtocolError,
     Timeout,
     TokenError,
@@ -30,6 +31,7 @@ from .errors import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._constants import GMAIL_IMAP_HOST, GMAIL_POP_HOST, GMAIL_SMTP_HOST
+    from ._limits import Limits
     from ._tokens import StaticTokenProvider, TokenProvider
     from .auth import GoogleTokenProvider, authorize
     from .imap import IMAP4
@@ -52,6 +54,7 @@ _LAZY = {
     "GMAIL_IMAP_HOST": "._constants",
     "GMAIL_POP_HOST": "._constants",
     "GMAIL_SMTP_HOST": "._constants",
+    "Limits": "._limits",
     "StaticTokenProvider": "._tokens",
     "TokenProvider": "._tokens",
     "IMAP_ADMIN_SCOPE": ".sasl",
@@ -88,6 +91,8 @@ __all__ = [
     "GoogleTokenProvider",
     "InsecureConnection",
     "InsecureTokenFile",
+    "LimitExceeded",
+    "Limits",
     "ProtocolError",
     "StaticTokenProvider",
     "Timeout",

@@ -9,7 +9,8 @@
     ├── TokenError                           a token could not be obtained (.retryable)
     │   └── TokenRevokedError                invalid_grant: authorize again
     ├── ProtocolError                        a peer sent something we cannot parse
-    │   └── ChallengeDecodeError (ValueError)
+    │   ├── ChallengeDecodeError (ValueError)
+    │   └── LimitExceeded                    a reply passed one of the Limits
     ├── AuthenticationFailed                 the server rejected the SASL exchange
     ├── TooManyConnections                   Gmail's limit of 15 connections per user
     ├── InsecureConnection                   TLS missing or stripped; no token was sent
@@ -32,6 +33,7 @@ __all__ = [
     "Error",
     "InsecureConnection",
     "InsecureTokenFile",
+    "LimitExceeded",
     "ProtocolError",
     "Timeout",
     "TokenError",
@@ -113,6 +115,14 @@ class ProtocolError(Error):
 
 class ChallengeDecodeError(ProtocolError, ValueError):
     """A SASL error challenge was not base64 JSON of the expected shape."""
+
+
+class LimitExceeded(ProtocolError):
+    """A reply passed one of the connection's :class:`~gmail_xoauth2.Limits`.
+
+    The server sent a line, literal or reply larger or longer than the bound
+    allows; the connection was closed (the next command opens a new one).
+    """
 
 
 class AuthenticationFailed(Error):
