@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from . import sasl
 from ._backoff import Backoff
+from ._redact import remember
 from ._tokens import TokenProvider
 from .errors import AuthenticationFailed, ChallengeDecodeError, ConnectionLost, Timeout
 
@@ -39,12 +40,19 @@ class Dead(Exception):
 def initial_response(
     mechanism: str, user: str, token: str, *, host: str, port: int
 ) -> bytes:
-    """The base64 initial client response for ``mechanism``."""
+    """The base64 initial client response for ``mechanism``.
+
+    The token and the response are registered with the scrubber first, so no
+    exception, log record or debug line can show them, even when a server
+    quotes them back.
+    """
     if mechanism == "XOAUTH2":
         raw = sasl.xoauth2_response(user, token)
     else:
         raw = sasl.oauthbearer_response(user, token, host=host, port=port)
-    return base64.b64encode(raw)
+    encoded = base64.b64encode(raw)
+    remember(token, encoded, raw)
+    return encoded
 
 
 def decode_challenge(data: bytes) -> sasl.ErrorChallenge | None:

@@ -21,6 +21,7 @@ from .errors import ChallengeDecodeError, ConfigurationError, ProtocolError
 __all__ = [
     "IMAP_ADMIN_SCOPE",
     "MAIL_SCOPE",
+    "MAX_CHALLENGE",
     "ClientResponse",
     "ErrorChallenge",
     "decode_error_challenge",
@@ -135,6 +136,10 @@ class ErrorChallenge:
     raw: Mapping[str, object] = field(default_factory=dict, compare=False)
 
 
+MAX_CHALLENGE = 16384
+"""The longest error challenge :func:`decode_error_challenge` accepts, in bytes."""
+
+
 def decode_error_challenge(data: bytes | str, /) -> ErrorChallenge:
     """Decode the base64 JSON error challenge sent when a token is rejected.
 
@@ -145,14 +150,22 @@ def decode_error_challenge(data: bytes | str, /) -> ErrorChallenge:
 
     Raises:
         ChallengeDecodeError: the data is not base64 of a JSON object with a
-            string ``status``.
+            string ``status``, or is longer than :data:`MAX_CHALLENGE`. It is
+            the only exception this function raises, whatever ``data`` holds.
     """
+    if not isinstance(data, bytes | bytearray | memoryview | str):
+        raise ChallengeDecodeError("error challenge is not bytes or str")
+    if len(data) > MAX_CHALLENGE:
+        # Gmail's is about 100 bytes; a huge one is a broken or hostile server.
+        raise ChallengeDecodeError(
+            f"error challenge is longer than {MAX_CHALLENGE} bytes"
+        )
     if isinstance(data, str):
         try:
             data = data.encode("ascii")
         except UnicodeEncodeError as exc:
             raise ChallengeDecodeError("error challenge is not ASCII base64") from exc
-    text = data.strip()
+    text = bytes(data).strip()
     try:
         decoded = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -161,6 +174,9 @@ def decode_error_challenge(data: bytes | str, /) -> ErrorChallenge:
         obj = json.loads(decoded.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ChallengeDecodeError("error challenge is not a JSON document") from exc
+    except RecursionError as exc:
+        # json.loads recurses once per nesting level of arrays and objects.
+        raise ChallengeDecodeError("error challenge JSON is nested too deeply") from exc
     if not isinstance(obj, dict):
         raise ChallengeDecodeError("error challenge JSON is not an object")
     status = obj.get("status")
