@@ -9,20 +9,20 @@ RFC 2177 allows, and replaces the session when the server ends it.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import Error
+from ._redact import get_logger, scrub_exception
+from .errors import Error, ProtocolError
 
 if TYPE_CHECKING:
     from .imap import IMAP4
 
 __all__ = ["IDLE_RENEW_AFTER", "Idler"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger("gmail_xoauth2.imap")
 
 IDLE_RENEW_AFTER = timedelta(minutes=27)
 """RFC 2177: "re-issue it at least every 29 minutes"; leave room for slack."""
@@ -55,6 +55,13 @@ class Idler:
     # --- context manager and iterator (Python 3.14's interface) -------------
 
     def __enter__(self) -> Idler:
+        try:
+            return self._enter()
+        except BaseException as exc:
+            scrub_exception(exc)
+            raise
+
+    def _enter(self) -> Idler:
         imap = self._imap
         before, reconnects = imap._box.exists, imap.reconnects
         imap._prepare_idle()
@@ -157,6 +164,7 @@ class Idler:
         self._tag = None
         imap._trace_out(b"DONE")
         imap.send(b"DONE\r\n")
+        imap._meter.start()  # what follows DONE is one more reply to bound
         while imap.tagged_commands.get(tag) is None:
             imap._get_response()
             self._check_bye()
@@ -164,6 +172,10 @@ class Idler:
         _log.debug("IDLE done")
 
     def _check_bye(self) -> None:
+        # Called after every response, which adds at most two items (a status
+        # and its response code): look at the newest few, not the whole queue.
+        if not any(typ == "BYE" for typ, _ in self._queue[-4:]):
+            return
         byes = [data[-1] for typ, data in self._queue if typ == "BYE"]
         if byes:
             self._queue[:] = [item for item in self._queue if item[0] != "BYE"]
@@ -184,6 +196,10 @@ class Idler:
             if waited:
                 return None
             now = self._now()
+            if end is not None and now >= end:
+                # Checked while responses keep arriving too, not only when
+                # the wait for one times out.
+                return None
             renew_due = self._renew_at is not None and now >= self._renew_at
             if self._tag is None or renew_due or self._session_due():
                 self._guarded(self._renew)
@@ -215,7 +231,15 @@ class Idler:
 
     def _read_one(self) -> None:
         imap = self._imap
-        imap._get_response()
+        imap._meter.start()  # each response while idling is a reply of its own
+        if imap._get_response() is None:
+            # IDLE's continuation came when it started (RFC 2177): another
+            # one is a broken server, and answering nothing to it forever
+            # would never end.
+            raise ProtocolError(
+                f"{imap.host}:{imap.port} sent a continuation request during "
+                "IDLE; the connection was closed"
+            )
         self._check_bye()
         tag = self._tag
         if tag is not None and imap.tagged_commands.get(tag) is not None:
@@ -232,11 +256,26 @@ class Idler:
         self._begin()
 
     def _guarded(self, step: Callable[[], None]) -> None:
-        """Run one protocol step; if the session ended, replace it and go on."""
+        """Run one protocol step; if the session ended, replace it and go on.
+
+        Whatever it raises is scrubbed of secrets first (a server's BYE or
+        refusal may quote them).
+        """
+        try:
+            self._guarded_step(step)
+        except BaseException as exc:
+            scrub_exception(exc)
+            raise
+
+    def _guarded_step(self, step: Callable[[], None]) -> None:
         imap = self._imap
         try:
             step()
             return
+        except ProtocolError:
+            # A malformed or oversized reply: the stream is out of step.
+            imap._drop()
+            raise
         except TimeoutError as exc:
             raise imap._timed_out("IDLE", exc) from exc
         except imap._death as exc:

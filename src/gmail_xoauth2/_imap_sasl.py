@@ -9,39 +9,30 @@ page and RFC 7628 ask, so the final ``NO`` can be read and reported.
 
 from __future__ import annotations
 
-import base64
-import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from . import sasl
 from ._imap_policy import as_bytes, text
-from .errors import AuthenticationFailed, ChallengeDecodeError, TooManyConnections
+from ._limits import SASL_ROUNDS
+from ._mailconn import ABORT, initial_response
+from ._redact import REDACTED, get_logger
+from .errors import (
+    AuthenticationFailed,
+    ChallengeDecodeError,
+    ProtocolError,
+    TooManyConnections,
+)
 
 if TYPE_CHECKING:
     from .imap import IMAP4
 
-__all__ = ["REDACTED", "authenticate", "check_too_many"]
+__all__ = ["authenticate", "check_too_many"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger("gmail_xoauth2.imap")
 
-REDACTED = "<redacted>"
 _CRLF = b"\r\n"
 # Gmail: "NO [ALERT] Too many simultaneous connections. (Failure)".
 _TOO_MANY = "too many simultaneous connections"
-
-
-def initial_response(imap: IMAP4, token: str) -> bytes:
-    """The base64 initial response; it and the token join the redaction list."""
-    if imap.mechanism == "XOAUTH2":
-        raw = sasl.xoauth2_response(imap.user, token)
-    else:
-        raw = sasl.oauthbearer_response(
-            imap.user, token, host=imap.host, port=imap.port
-        )
-    encoded = base64.b64encode(raw)
-    # Never let imaplib's debug output or print_log() show these.
-    imap._secrets = [encoded.decode("ascii"), token, *imap._secrets][:6]
-    return encoded
 
 
 def authenticate(imap: IMAP4, token: str) -> None:
@@ -58,7 +49,7 @@ def authenticate(imap: IMAP4, token: str) -> None:
         TooManyConnections: Gmail's per-account connection limit.
     """
     mech = imap.mechanism
-    initial = initial_response(imap, token)
+    initial = initial_response(mech, imap.user, token, host=imap.host, port=imap.port)
     tag: bytes = imap._new_tag()
     head = tag + b" AUTHENTICATE " + mech.encode("ascii")
     pending = "SASL-IR" not in imap.capabilities
@@ -74,26 +65,31 @@ def authenticate(imap: IMAP4, token: str) -> None:
         "awaits a continuation" if pending else "on the command line",
     )
     challenge: bytes | None = None
+    rounds = 0
     while imap.tagged_commands.get(tag) is None:
         check_too_many(imap.user, imap.untagged_responses.get("BYE"))
         imap._check_bye()
         if imap._get_response() is not None:
             continue
+        rounds += 1
+        if rounds > SASL_ROUNDS or not (pending or challenge is None):
+            # The initial response, then the error challenge: no mechanism
+            # spoken here has another round, so the server is broken.
+            raise ProtocolError(
+                f"{imap.host}:{imap.port} kept asking for more during "
+                f"AUTHENTICATE {mech} ({rounds} continuations); the connection "
+                "was closed"
+            )
         if pending:
             imap._trace_out(REDACTED.encode())
             imap.send(initial + _CRLF)
             pending = False
-        elif challenge is None:
+        else:
             challenge = as_bytes(imap.continuation_response)
-            answer = (
-                b"" if mech == "XOAUTH2" else base64.b64encode(sasl.OAUTHBEARER_ABORT)
-            )
+            answer = ABORT[mech]
             _log.debug("error challenge received; answering it to end the exchange")
             imap._trace_out(answer)
             imap.send(answer + _CRLF)
-        else:
-            imap._trace_out(b"*")
-            imap.send(b"*" + _CRLF)  # RFC 3501 section 6.2.2: cancel
     typ, data = cast(tuple[str, list[Any]], imap.tagged_commands.pop(tag))
     server_text = text(data[-1]) if data else ""
     if typ == "OK":

@@ -12,13 +12,13 @@ does, through the attributes and methods declared at the top of the class.
 from __future__ import annotations
 
 import contextlib
-import logging
 import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._backoff import Backoff
 from ._imap_policy import Kind, MailboxState
+from ._redact import get_logger
 from ._session import SessionDeadline
 from ._tokens import TokenProvider
 from .errors import ConnectionLost, Error, InsecureConnection, Timeout
@@ -27,7 +27,7 @@ __all__ = ["SessionLifecycle"]
 
 # IMAP4's own logger: these lines (reconnecting, retrying, session ready) have
 # always been logged as gmail_xoauth2.imap, and users filter on that name.
-_log = logging.getLogger("gmail_xoauth2.imap")
+_log = get_logger("gmail_xoauth2.imap")
 
 
 class SessionLifecycle:
@@ -61,6 +61,7 @@ class SessionLifecycle:
         capabilities: tuple[str, ...]
         untagged_responses: dict[str, list[Any]]
         debug: int
+        error: Any  # imaplib.IMAP4.error
 
         def _simple_command(self, name: str, *args: Any) -> tuple[str, list[Any]]: ...
         def _get_capabilities(self) -> None: ...
@@ -97,6 +98,9 @@ class SessionLifecycle:
     ) -> Timeout:
         self._drop()
         host, port = self._server
+        if isinstance(exc, Timeout):
+            # The reply's deadline (Limits.response_seconds): its own message.
+            return Timeout(str(exc), outcome_unknown=unknown)
         outcome = (
             f"; {name} had been sent, so the server may or may not have carried "
             "it out: check the mailbox before repeating it"
@@ -250,6 +254,9 @@ class SessionLifecycle:
                 f"the TLS certificate of {host}:{port} could not be verified "
                 f"({exc.verify_message}); no token was sent"
             ) from exc
+        except Timeout:
+            self._drop()
+            raise
         except TimeoutError as exc:
             self._drop()
             raise Timeout(
@@ -271,10 +278,18 @@ class SessionLifecycle:
                 "Use implicit TLS (port 993) or a server that offers STARTTLS"
             )
         # A session command: IMAP4 passes it straight to imaplib, never retried.
-        typ, data = self._simple_command("STARTTLS")
+        try:
+            typ, data = self._simple_command("STARTTLS")
+        except self._death:
+            raise
+        except self.error as exc:
+            # imaplib raises its error for BAD: a refusal like NO.
+            typ, data = "BAD", [str(exc).encode("utf-8", "replace")]
         if typ != "OK":
+            reply = data[-1] if data else b""
             raise InsecureConnection(
-                f"{host}:{port} refused STARTTLS ({data[-1]!r}); no token was sent"
+                f"{host}:{port} refused STARTTLS ({typ} {reply!r}); the connection "
+                "cannot be encrypted, so no token was sent"
             )
         _log.debug("STARTTLS accepted; handshaking with %s", host)
         # Forget everything learned in clear (RFC 3501 section 6.2.1): bytes a

@@ -15,31 +15,13 @@ import ssl
 import sys
 from typing import Any
 
+from ._limits import ReplyMeter
+
 __all__ = ["BufferedTransport"]
 
 _CHUNK = 65536
-_MAX_LINE = 1_000_000  # imaplib's own limit (RFC 2683 suggests far less)
-_CRLF = b"\r\n"
-
-
-class _Drain(io.RawIOBase):
-    """A raw stream that empties the transport's buffer first, then the socket."""
-
-    def __init__(self, transport: BufferedTransport) -> None:
-        super().__init__()
-        self._transport = transport
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        buf = self._transport._rbuf
-        if buf:
-            n = min(len(b), len(buf))
-            b[:n] = buf[:n]
-            del buf[:n]
-            return n
-        return self._transport.sock.recv_into(b)
+_FIRST_LITERAL_STEP = 1 << 18
+_LF = b"\n"
 
 
 class BufferedTransport:
@@ -47,17 +29,22 @@ class BufferedTransport:
 
     These are the methods imaplib documents as overridable. ``sends`` counts
     writes that completed, so a caller can tell whether a command reached the
-    wire at all.
+    wire at all. Every read is charged to ``_meter``, the current reply's
+    :class:`ReplyMeter`: lines, literals and whole replies stay within the
+    connection's Limits, and a reply must end before its deadline even while
+    bytes keep arriving.
     """
 
     host: str
     port: int
     sock: socket.socket
-    _rbuf: bytearray
+    _rbuf: bytes
+    _rpos: int
     _sends: int
     _timeout: float | None
     _use_starttls: bool
     _ssl_context: ssl.SSLContext
+    _meter: ReplyMeter
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
         if timeout is not None and not timeout:
@@ -78,46 +65,107 @@ class BufferedTransport:
         """Connect to ``host:port`` (implicit TLS unless STARTTLS was asked for)."""
         self.host = host
         self.port = port
-        self._rbuf = bytearray()
+        self._rbuf, self._rpos = b"", 0
+        self._meter.start()  # the greeting is a reply too
         self.sock = self._create_socket(timeout)
 
-    def read(self, size: int) -> bytes:
-        """Read ``size`` bytes (fewer at EOF)."""
-        buf = self._rbuf
-        if size - len(buf) > _CHUNK:
-            # A large literal (a message body): let io.BufferedReader allocate the
-            # result once and fill it in place, as imaplib's makefile() does, so
-            # a 25 MB message costs 25 MB, not three copies of it.
-            return io.BufferedReader(_Drain(self), buffer_size=1).read(size)
-        while len(buf) < size:
-            chunk = self.sock.recv(max(_CHUNK, size - len(buf)))
-            if not chunk:
-                break
-            buf += chunk
-        data = bytes(buf[:size])
-        del buf[:size]
+    def _recv_into(self, view: memoryview) -> int:
+        """Receive into ``view`` within the reply's deadline; charge the bytes."""
+        wait = self._meter.recv_timeout(self._timeout)
+        if wait != self._timeout:
+            return self._recv_by_deadline(wait, view)
+        n = self.sock.recv_into(view)
+        self._meter.charge(n)
+        return n
+
+    def _recv(self) -> bytes:
+        """Receive a chunk within the reply's deadline; charge the bytes."""
+        wait = self._meter.recv_timeout(self._timeout)
+        if wait != self._timeout:
+            chunk = bytearray(_CHUNK)
+            del chunk[self._recv_by_deadline(wait, memoryview(chunk)) :]
+            return bytes(chunk)
+        data = self.sock.recv(_CHUNK)
+        self._meter.charge(len(data))
         return data
 
+    def _recv_by_deadline(self, wait: float | None, view: memoryview) -> int:
+        """A receive whose timeout is the time left before the reply's deadline."""
+        meter = self._meter
+        sock = self.sock
+        sock.settimeout(wait)
+        try:
+            n = sock.recv_into(view)
+        except TimeoutError as exc:
+            if meter.expired():
+                raise meter.too_slow() from exc
+            raise
+        finally:
+            sock.settimeout(self._timeout)
+        meter.charge(n)
+        return n
+
+    def read(self, size: int) -> bytes:
+        """Read a literal of ``size`` bytes (fewer at EOF).
+
+        The size is checked against ``Limits.literal_bytes`` first, and memory
+        grows with the bytes received, never with the size announced (a
+        server may announce ``{99999999999}`` and hang up).
+        """
+        self._meter.check_literal(size)
+        buf, pos = self._rbuf, self._rpos
+        have = len(buf) - pos
+        if have >= size:
+            self._rpos = pos + size
+            return buf[pos : pos + size]
+        # The result grows in steps of doubling size, each allocated exactly,
+        # and bytes are received straight into it: no copy at the end.
+        out = io.BytesIO()
+        out.write(memoryview(buf)[pos:])
+        self._rbuf, self._rpos = b"", 0
+        capacity = have
+        while have < size:
+            if have == capacity:
+                capacity = min(size, max(2 * capacity, _FIRST_LITERAL_STEP))
+                out.seek(capacity - 1)
+                out.write(b"\0")
+            with out.getbuffer() as view:
+                n = self._recv_into(view[have:capacity])
+            if not n:
+                break
+            have += n
+        out.truncate(have)
+        return out.getvalue()
+
     def readline(self) -> bytes:
-        """Read one line with its CRLF (b"" at EOF)."""
+        """Read one line with its LF (b"" at EOF, a partial line before EOF)."""
         buf = self._rbuf
-        start = 0
+        pos = self._rpos
+        end = buf.find(_LF, pos) + 1
+        if end:
+            self._rpos = end
+            return buf[pos:end]
+        return self._readline_slow()
+
+    def _readline_slow(self) -> bytes:
+        """The rest of a line that is not in the buffer yet, within line_bytes."""
+        meter = self._meter
+        parts = [self._rbuf[self._rpos :]]
+        size = len(parts[0])
+        self._rbuf, self._rpos = b"", 0
         while True:
-            end = buf.find(b"\n", start)
-            if end >= 0:
-                end += 1
-                break
-            if len(buf) > _MAX_LINE:
-                raise self.error(f"got more than {_MAX_LINE} bytes")  # type: ignore[attr-defined]
-            start = len(buf)
-            chunk = self.sock.recv(_CHUNK)
+            meter.check_line(size)
+            chunk = self._recv()
             if not chunk:
-                end = len(buf)
-                break
-            buf += chunk
-        line = bytes(buf[:end])
-        del buf[:end]
-        return line
+                return b"".join(parts)
+            end = chunk.find(_LF) + 1
+            if end:
+                meter.check_line(size + end)
+                parts.append(chunk[:end])
+                self._rbuf, self._rpos = chunk, end
+                return b"".join(parts)
+            parts.append(chunk)
+            size += len(chunk)
 
     def send(self, data: Any) -> None:
         """Send ``data``; counted once it is out."""
@@ -145,39 +193,47 @@ class BufferedTransport:
         man in the middle (the STARTTLS command-injection hole, RFC 3207 4.2).
         """
         self.sock = self._ssl_context.wrap_socket(self.sock, server_hostname=host)
-        self._rbuf = bytearray()
+        self._rbuf, self._rpos = b"", 0
 
     def server_hung_up(self) -> str | None:
         """Why the session is over, if the server already said so. Never blocks.
 
-        Reads whatever is waiting on the socket into the buffer: EOF or a
-        ``* BYE`` line means a command sent now would go nowhere.
+        Reads whatever is waiting on the socket (at most ``Limits.line_bytes``)
+        into the buffer: EOF or a ``* BYE`` line means a command sent now
+        would go nowhere, and so does a server that talks that much unasked.
         """
         sock = self.sock
+        limit = self._meter.limits.line_bytes
+        pending = [self._rbuf[self._rpos :]]
+        size = len(pending[0])
         eof = False
         try:
             sock.setblocking(False)
             try:
-                while True:
+                while size <= limit:
                     chunk = sock.recv(_CHUNK)
                     if not chunk:
                         eof = True
                         break
-                    self._rbuf += chunk
+                    pending.append(chunk)
+                    size += len(chunk)
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 pass
             finally:
                 sock.settimeout(self._timeout)
         except OSError as exc:
             return f"connection error: {exc}"
-        for line in bytes(self._rbuf).split(_CRLF):
+        self._rbuf, self._rpos = b"".join(pending), 0
+        if size > limit:
+            return f"the server sent more than {limit} bytes unasked"
+        for line in self._rbuf.split(_LF):
             if line.startswith(b"* BYE"):
-                return line[2:].decode("utf-8", "replace")
+                return line[2:].rstrip().decode("utf-8", "replace")
         return "the server closed the connection" if eof else None
 
     def wait_readable(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds (None: forever) for a line to read."""
-        if b"\n" in self._rbuf:
+        if _LF in self._rbuf[self._rpos :]:
             return True
         sock = self.sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():

@@ -166,6 +166,6 @@ class ReplyMeter:
     def too_slow(self) -> Timeout:
         return Timeout(
             f"{self.where} did not finish its reply within "
-            f"{self.limits.response_seconds}s (Limits.response_seconds), although "
-            "data kept arriving; the connection was closed"
+            f"{self.limits.response_seconds}s (Limits.response_seconds); the "
+            "connection was closed"
         )

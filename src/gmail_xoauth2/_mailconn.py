@@ -1,4 +1,4 @@
-"""Plumbing shared by the POP3 and SMTP wrappers: SASL strings, liveness, reconnects."""
+"""Plumbing shared by the protocol wrappers: SASL strings, liveness, reconnects."""
 
 from __future__ import annotations
 

@@ -13,10 +13,8 @@ that imports :mod:`imaplib` (its private helpers are ``_imap_*.py``).
 from __future__ import annotations
 
 import imaplib
-import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, cast
 
 from ._backoff import Backoff
@@ -30,9 +28,11 @@ from ._imap_policy import (
     number,
     text,
 )
-from ._imap_sasl import REDACTED, authenticate
+from ._imap_sasl import authenticate
 from ._imap_session import SessionLifecycle
 from ._imap_transport import BufferedTransport
+from ._limits import DEFAULT_LIMITS, Limits, ReplyMeter
+from ._redact import get_logger, scrub, scrub_exception
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
@@ -40,13 +40,14 @@ from .errors import (
     ConfigurationError,
     ConnectionLost,
     Error,
+    InsecureConnection,
     ProtocolError,
     TooManyConnections,
 )
 
 __all__ = ["IMAP4", "IMAPConnectionLost", "Idler"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 _MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 
@@ -59,6 +60,16 @@ _DEATH: tuple[type[BaseException], ...] = (imaplib.IMAP4.abort, OSError)
 def _stdlib(name: str) -> Callable[..., Any]:
     """imaplib.IMAP4's own implementation of a private method we extend."""
     return cast(Callable[..., Any], vars(imaplib.IMAP4)[name])
+
+
+# Looked up once: these run for every line or response of every reply.
+_APPEND_UNTAGGED = _stdlib("_append_untagged")
+_GET_RESPONSE = _stdlib("_get_response")
+_SIMPLE_COMMAND = _stdlib("_simple_command")
+_NEW_TAG = _stdlib("_new_tag")
+_STD_LOG = _stdlib("_log") if __debug__ else None
+# imaplib's aborts for a reply it cannot parse (not for a lost connection).
+_MALFORMED = ("unexpected", "socket error: unterminated")
 
 
 def _default_debug() -> int:
@@ -109,13 +120,23 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         clock: the clock for the proactive reconnect and IDLE renewal
             (aware UTC datetimes); tests pass a manual one.
         backoff: the waits between reconnect attempts.
+        limits: bounds on what the server may send (line, literal and reply
+            sizes, and how long a reply may take); see :class:`Limits`.
 
     Raises:
         AuthenticationFailed: the token was rejected, also after one refresh.
         TooManyConnections: Gmail's per-user connection limit is reached.
-        InsecureConnection: no TLS (STARTTLS not offered, bad certificate).
+        InsecureConnection: no TLS (STARTTLS not offered or refused, PREAUTH
+            in clear, bad certificate); no token was sent.
+        ProtocolError: the server sent something that is not IMAP, or
+            (LimitExceeded) more than ``limits`` allow.
         ConnectionLost: the server could not be reached.
         Timeout: the server did not answer in time.
+
+    After login, commands raise the same types, or imaplib's own
+    ``IMAP4.error`` when the server answers the command itself with ``BAD``
+    (as imaplib does); the connection is closed, and replaced on the next
+    command, after a ProtocolError or a Timeout.
     """
 
     def __init__(
@@ -132,6 +153,7 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         reconnect: bool = True,
         clock: Clock | None = None,
         backoff: Backoff | None = None,
+        limits: Limits | None = None,
     ) -> None:
         mech = mechanism.upper()
         if mech not in _MECHANISMS:
@@ -150,8 +172,9 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         self._reconnect_enabled = reconnect
         self._deadline = SessionDeadline(clock=clock, session_limit=IMAP_SESSION_LIMIT)
         self._backoff = backoff or Backoff()
-        self._secrets: list[str] = []
-        self._rbuf = bytearray()
+        self._limits = limits or DEFAULT_LIMITS
+        self._meter = ReplyMeter(self._limits, where=f"{host}:{port}")
+        self._rbuf, self._rpos = b"", 0
         self._sends = 0
         self._raw_depth = 0
         self._dead = True
@@ -166,10 +189,14 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         """How many times the connection was replaced (for monitoring)."""
         try:
             self._open_session()
-        except Error:
+        except Error as exc:
+            scrub_exception(exc)
             raise
         except _DEATH as exc:
-            raise _lost(f"could not connect to {host}:{port}: {exc}") from exc
+            lost = _lost(f"could not connect to {host}:{port}: {exc}")
+            scrub_exception(exc)
+            scrub_exception(lost)
+            raise lost from exc
 
     # --- public surface -----------------------------------------------------
 
@@ -182,6 +209,11 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
     def mechanism(self) -> str:
         """The SASL mechanism in use."""
         return self._mechanism
+
+    @property
+    def limits(self) -> Limits:
+        """The bounds on what the server may send on this connection."""
+        return self._limits
 
     def __repr__(self) -> str:
         host, port = self._server
@@ -244,15 +276,68 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         super().open(host, port, timeout)
 
     def _get_capabilities(self) -> None:
+        if self.state != "NONAUTH" and not isinstance(self.sock, ssl.SSLSocket):
+            # PREAUTH in clear (RFC 3501 section 7.1.4) leaves no chance to
+            # start TLS: a downgrade, whoever sent it. Nothing more is sent.
+            host, port = self._server
+            raise InsecureConnection(
+                f"{host}:{port} greeted with PREAUTH in clear, so STARTTLS "
+                "cannot be used; refusing the connection (no token was sent)"
+            )
         # imaplib always sends CAPABILITY after the greeting; a greeting with
         # [CAPABILITY ...] (RFC 3501 section 7.1) already answered it.
         caps = self.untagged_responses.pop("CAPABILITY", None)
-        if caps and isinstance(caps[-1], bytes):
-            self.capabilities = tuple(caps[-1].decode(self._encoding).upper().split())
-            return
-        _stdlib("_get_capabilities")(self)
+        if not (caps and isinstance(caps[-1], bytes)):
+            self._simple_command("CAPABILITY")
+            caps = self.untagged_responses.pop("CAPABILITY", None)
+            if not (caps and isinstance(caps[-1], bytes)):
+                raise ProtocolError(
+                    f"{self.host}:{self.port} sent no CAPABILITY response"
+                )
+        # Capabilities are ASCII atoms (RFC 3501 section 9); a server that
+        # sends other bytes gets them replaced, not a UnicodeDecodeError.
+        self.capabilities = tuple(caps[-1].decode("ascii", "replace").upper().split())
+
+    def _new_tag(self) -> bytes:
+        # Every command (ours and imaplib's) starts here: a new reply to meter.
+        self._meter.start()
+        return cast(bytes, _NEW_TAG(self))
+
+    def _get_line(self) -> bytes:
+        # imaplib's, with the line bounded by the transport, and a line that
+        # does not end in CRLF treated as what it is: a malformed reply.
+        line = self.readline()
+        if not line:
+            raise self.abort("socket error: EOF")
+        if line[-2:] != b"\r\n":
+            if line[-1:] == b"\n":
+                raise ProtocolError(
+                    f"{self.host}:{self.port} ended a line with LF alone, not "
+                    "CRLF; the connection was closed"
+                )
+            raise self.abort("socket error: EOF in the middle of a line")
+        line = line[:-2]
+        if __debug__:
+            if self.debug >= 1:
+                self._mesg(f"< {line!r}")
+            else:
+                _STD_LOG(self, f"< {line!r}")  # type: ignore[misc]
+        return line
+
+    def _get_response(self) -> Any:
+        try:
+            return _GET_RESPONSE(self)
+        except self.abort as exc:
+            message = str(exc)
+            if not message.startswith(_MALFORMED):
+                raise
+            raise ProtocolError(
+                f"{self.host}:{self.port} sent a reply that is not IMAP "
+                f"({scrub(message)[:200]}); the connection was closed"
+            ) from exc
 
     def _append_untagged(self, typ: str, dat: Any) -> None:
+        self._meter.count()
         self._track(typ, dat)
         queue = self._idle_queue
         if queue is not None:
@@ -265,11 +350,11 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
             else:
                 queue.append((typ, [dat]))
             return
-        _stdlib("_append_untagged")(self, typ, dat)
+        _APPEND_UNTAGGED(self, typ, dat)
 
     def _keep_untagged(self, typ: str, dat: Any) -> None:
         """Store a response as imaplib would, without tracking it again."""
-        _stdlib("_append_untagged")(self, typ, dat)
+        _APPEND_UNTAGGED(self, typ, dat)
 
     def _track(self, typ: str, dat: Any) -> None:
         box = self._box
@@ -286,26 +371,20 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
                     else (exists - box.exists)
                 )
                 uidnext = uidnext + grown if grown is not None and grown >= 0 else None
-            self._box = replace(box, exists=exists, uidnext=uidnext)
+            self._box = MailboxState(box.uidvalidity, exists, uidnext)
         elif typ == "EXPUNGE" and box.exists is not None:
-            self._box = replace(box, exists=box.exists - 1)
+            self._box = MailboxState(box.uidvalidity, box.exists - 1, box.uidnext)
         elif typ == "UIDVALIDITY":
-            self._box = replace(box, uidvalidity=number(dat))
+            self._box = MailboxState(number(dat), box.exists, box.uidnext)
         elif typ == "UIDNEXT":
-            self._box = replace(box, uidnext=number(dat))
+            self._box = MailboxState(box.uidvalidity, box.exists, number(dat))
 
     if __debug__:
 
         def _mesg(self, s: str, secs: float | None = None) -> None:
-            _stdlib("_mesg")(self, self._scrub(s), secs)
-
-        def _log(self, line: str) -> None:
-            _stdlib("_log")(self, self._scrub(line))
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+            # Debug output and print_log() (which prints imaplib's command log
+            # through here): never a token or SASL string, even quoted back.
+            _stdlib("_mesg")(self, scrub(s), secs)
 
     def _trace_out(self, data: bytes) -> None:
         """Record a line we send ourselves, as imaplib's _command would."""
@@ -319,7 +398,18 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         if self._raw_depth or name in SESSION_COMMANDS or self.state == "LOGOUT":
             # After logout() the object is closed: imaplib raises (illegal
             # state, or a socket error); a new session would only leak.
-            return cast(Response, _stdlib("_simple_command")(self, name, *args))
+            return cast(Response, _SIMPLE_COMMAND(self, name, *args))
+        try:
+            return self._guarded_command(name, args)
+        except BaseException as exc:
+            scrub_exception(exc)
+            if isinstance(exc, ProtocolError):
+                # A malformed or oversized reply: the stream is out of step.
+                self._drop()
+            raise
+
+    def _guarded_command(self, name: str, args: tuple[Any, ...]) -> Response:
+        """One command, with the session replaced before or after it as needed."""
         literal, self.literal = self.literal, None
         kind = classify(name, args)
         readonly = self.is_readonly
@@ -386,7 +476,7 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
 
     def _run(self, name: str, args: tuple[Any, ...]) -> Response:
         try:
-            result = cast(Response, _stdlib("_simple_command")(self, name, *args))
+            result = cast(Response, _SIMPLE_COMMAND(self, name, *args))
         finally:
             self.literal = None
         if name in ("CLOSE", "UNSELECT"):
@@ -479,4 +569,5 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
 
 
 def _lost(message: str, *, unknown: bool = False) -> IMAPConnectionLost:
-    return IMAPConnectionLost(message, outcome_unknown=unknown)
+    # The message may quote the server (a BYE's text): never a secret in it.
+    return IMAPConnectionLost(scrub(message), outcome_unknown=unknown)

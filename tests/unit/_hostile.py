@@ -107,6 +107,12 @@ class Peer:
         self.buffer = b""
         self.sock = self.server.tls.wrap_socket(self.sock, server_side=True)
 
+    def close(self) -> None:
+        """Hang up now (ends the script: raises :class:`Closed`)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        raise Closed
+
     def hang(self) -> None:
         """Say nothing until the test ends (or the client hangs up)."""
         while not self.stopping:
@@ -168,11 +174,10 @@ class ScriptedServer:
             thread.start()
 
     def _serve(self, conn: socket.socket, index: int) -> None:
-        sock = conn
+        peer = Peer(conn, self, index)
         try:
             if self.implicit:
-                sock = self.tls.wrap_socket(conn, server_side=True)
-            peer = Peer(sock, self, index)
+                peer.sock = self.tls.wrap_socket(conn, server_side=True)
             self.script(peer)
             peer.drain()
         except (Closed, OSError, ssl.SSLError):
@@ -180,8 +185,10 @@ class ScriptedServer:
         except BaseException as exc:
             self.errors.append(exc)
         finally:
-            with contextlib.suppress(OSError):
-                sock.close()
+            # After STARTTLS (or implicit TLS) the peer's socket is the TLS one.
+            for sock in (peer.sock, conn):
+                with contextlib.suppress(OSError):
+                    sock.close()
 
     def close(self) -> None:
         self.stop.set()
@@ -240,12 +247,15 @@ class _Capture(logging.Handler):
         self.records.append(record)
 
 
-def attack(call: Callable[[], Any], *, seconds: float = 15.0) -> Outcome:
+def attack(
+    call: Callable[[], Any], *, seconds: float = 15.0, trace: bool = True
+) -> Outcome:
     """Run ``call`` in a thread; fail if it takes longer than ``seconds``.
 
     Logs of every logger are captured at DEBUG, stdout and stderr (where the
     stdlib's debug output goes) are captured, and tracemalloc reports the
-    peak of memory allocated meanwhile.
+    peak of memory allocated meanwhile (``trace=False`` skips it, for runs
+    whose allocations would make tracing slow; ``peak_bytes`` is then 0).
     """
     outcome = Outcome()
     capture = _Capture()
@@ -264,7 +274,8 @@ def attack(call: Callable[[], Any], *, seconds: float = 15.0) -> Outcome:
         finally:
             done.set()
 
-    tracemalloc.start()
+    if trace:
+        tracemalloc.start()
     start = time.monotonic()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
@@ -272,9 +283,11 @@ def attack(call: Callable[[], Any], *, seconds: float = 15.0) -> Outcome:
             worker.start()
             finished = done.wait(seconds)
         outcome.seconds = time.monotonic() - start
-        outcome.peak_bytes = tracemalloc.get_traced_memory()[1]
+        if trace:
+            outcome.peak_bytes = tracemalloc.get_traced_memory()[1]
     finally:
-        tracemalloc.stop()
+        if trace:
+            tracemalloc.stop()
         root.removeHandler(capture)
         root.setLevel(old_level)
     outcome.records = capture.records
