@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import scenario_hotpath
 import scenario_login
 import scenario_memory
 import scenario_recovery
@@ -46,10 +47,35 @@ class Plan:
     recovery: int
     cli: int
     memory: int
+    flood: int
+    flood_warmup: int
+    hot_fetch: int
 
 
-QUICK = Plan(login=3, send=3, fetch=2, messages=2000, recovery=3, cli=10, memory=1)
-FULL = Plan(login=11, send=9, fetch=9, messages=5000, recovery=11, cli=21, memory=3)
+QUICK = Plan(
+    login=3,
+    send=3,
+    fetch=2,
+    messages=2000,
+    recovery=3,
+    cli=10,
+    memory=1,
+    flood=2,
+    flood_warmup=0,
+    hot_fetch=5,
+)
+FULL = Plan(
+    login=11,
+    send=9,
+    fetch=9,
+    messages=5000,
+    recovery=11,
+    cli=21,
+    memory=3,
+    flood=5,
+    flood_warmup=1,
+    hot_fetch=15,
+)
 
 
 def _machine() -> str:
@@ -81,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (< 2 min)")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6", help="comma-separated scenario numbers"
+        "--only", default="1,2,3,4,5,6,7", help="comma-separated scenario numbers"
     )
     parser.add_argument(
         "--no-dovecot", action="store_true", help="skip the Dovecot columns"
@@ -97,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with contextlib.ExitStack() as stack:
         fake = stack.enter_context(FakeGmail(users=USERS))
-        dovecot = _dovecot(stack, report, args.no_dovecot or not only & {1, 3})
+        dovecot = _dovecot(stack, report, args.no_dovecot or not only & {1, 3, 7})
         imap = _endpoint(fake, USER, fake.imap_port)
         login_flights = None
         if 1 in only:
@@ -168,6 +194,15 @@ def main(argv: list[str] | None = None) -> int:
                     str(fake.ca_file),
                     runs=plan.memory,
                 )
+        if 7 in only:
+            with _section(report, "7. IMAP hot path"):
+                scenario_hotpath.run_flood(
+                    report, runs=plan.flood, warmup=plan.flood_warmup
+                )
+                if dovecot is None:
+                    report.verdict(_DOVECOT_FETCH, None, "Dovecot not run")
+                else:
+                    scenario_hotpath.run_fetch(report, dovecot, runs=plan.hot_fetch)
 
     print("\n### Targets\n")
     print(report.summary())
@@ -178,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _DOVECOT_LOGIN = "IMAP login at 40 ms one-way (Dovecot): <= 0.7x imaplib's time"
+_DOVECOT_FETCH = "FETCH of 5,000 messages (Dovecot): <= 1.0x imaplib's time"
 
 
 def _dovecot(
