@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
+from typing import NoReturn
 
 from . import sasl
+from ._limits import SASL_ROUNDS
 from ._mailconn import ABORT, Dead, decode_challenge, too_many_message
+from ._pop_reader import shown
+from ._redact import get_logger, scrub
 from .errors import AuthenticationFailed, ProtocolError, TooManyConnections
 
 __all__ = ["SESSION_ENDED", "TOO_MANY", "authenticate"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 # RFC 3206 codes and texts that end the session, not just the command.
 SESSION_ENDED = (b"[SYS/TEMP]", b"SESSION EXPIRED", b"SHUTTING DOWN")
@@ -38,12 +41,12 @@ def authenticate(
     Gmail's form puts the initial response on the AUTH line (one round trip).
     A server that refuses that syntax with ``-ERR`` (not the credentials) gets
     ``AUTH <mechanism>``, a ``+`` and then the response, and keeps getting
-    that form.
+    that form. At most ``SASL_ROUNDS`` continuations are answered.
 
     Args:
         send_command: sends a command line.
         send_line: sends a raw line (a SASL response).
-        read_line: reads one line, without CRLF.
+        read_line: reads one reply line, without CRLF.
         mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``.
         initial: the base64 initial response.
         host: the server, for messages.
@@ -52,34 +55,80 @@ def authenticate(
     Raises:
         AuthenticationFailed: the token (or the mechanism) was refused.
         TooManyConnections: Gmail refused another connection for this user.
-        ProtocolError: the server broke the exchange.
+        ProtocolError: the server broke the exchange (a reply that is not
+            ``+OK``, ``-ERR`` or ``+``, or too many continuations).
     """
-    fail = _Failure(mechanism, host)
+    exchange = _Exchange(mechanism, host, send_line, read_line)
     if not two_line:
         send_command(f"AUTH {mechanism} {initial.decode('ascii')}")
         reply = read_line()
         if not (reply.startswith(b"-ERR") and _is_syntax_refusal(reply)):
-            _finish(reply, send_line, read_line, mechanism, fail)
+            exchange.finish(reply)
             return False
         _log.debug("server refused the one-line AUTH; using the two-line form")
     send_command(f"AUTH {mechanism}")
     reply = read_line()
+    if reply.startswith(b"-ERR"):
+        exchange.fail(reply, None)
     if reply.rstrip() != b"+":
-        fail(reply, None)
-    send_line(initial)
-    _finish(read_line(), send_line, read_line, mechanism, fail)
+        raise exchange.broken(reply, "instead of '+' to AUTH")
+    exchange.answer(initial)
+    exchange.finish(read_line())
     return True
 
 
-class _Failure:
-    """Raises the right error for a refused exchange."""
+class _Exchange:
+    """One AUTH exchange: counts the continuations answered, raises the right error."""
 
-    def __init__(self, mechanism: str, host: str) -> None:
+    def __init__(
+        self,
+        mechanism: str,
+        host: str,
+        send_line: Callable[[bytes], None],
+        read_line: Callable[[], bytes],
+    ) -> None:
         self.mechanism = mechanism
         self.host = host
+        self.send_line = send_line
+        self.read_line = read_line
+        self.rounds = 0
 
-    def __call__(self, reply: bytes, challenge: sasl.ErrorChallenge | None) -> None:
-        text = reply.decode("utf-8", "replace")
+    def answer(self, response: bytes) -> None:
+        """Answer a continuation; asking for more than SASL_ROUNDS is broken."""
+        if self.rounds >= SASL_ROUNDS:
+            raise ProtocolError(
+                f"the POP3 server {self.host} asked for more than {SASL_ROUNDS} "
+                f"{self.mechanism} responses in one AUTH exchange; the connection "
+                "was closed"
+            )
+        self.rounds += 1
+        self.send_line(response)
+
+    def finish(self, reply: bytes) -> None:
+        """Read the exchange to its end from ``reply``: +OK returns, -ERR raises."""
+        if reply.startswith(b"+OK"):
+            return
+        challenge: sasl.ErrorChallenge | None = None
+        if _is_continuation(reply):
+            # poplib would take this for +OK: it is Gmail's error challenge, which
+            # must be answered (empty line, or ^A for OAUTHBEARER) before the -ERR.
+            challenge = decode_challenge(reply[1:])
+            self.answer(ABORT[self.mechanism])
+            reply = self.read_line()
+            if reply.startswith(b"+OK"):
+                return
+            if _is_continuation(reply):
+                raise ProtocolError(
+                    f"the POP3 server {self.host} sent another challenge after an "
+                    "error; the connection was closed"
+                )
+        if not reply.startswith(b"-ERR"):
+            raise self.broken(reply, "to AUTH")
+        self.fail(reply, challenge)
+
+    def fail(self, reply: bytes, challenge: sasl.ErrorChallenge | None) -> NoReturn:
+        """Raise the error for a refused exchange (``reply`` is a ``-ERR`` line)."""
+        text = scrub(reply.decode("utf-8", "replace"))
         if TOO_MANY in reply.upper():
             raise TooManyConnections(too_many_message("POP3", text))
         if challenge is None and any(code in reply.upper() for code in _TEMPORARY):
@@ -95,28 +144,15 @@ class _Failure:
             server_text=text,
         )
 
+    def broken(self, reply: bytes, where: str) -> ProtocolError:
+        return ProtocolError(
+            f"the POP3 server {self.host} answered {shown(reply)} {where}, which is "
+            "neither +OK, -ERR nor a '+' continuation; the connection was closed"
+        )
 
-def _finish(
-    reply: bytes,
-    send_line: Callable[[bytes], None],
-    read_line: Callable[[], bytes],
-    mechanism: str,
-    fail: _Failure,
-) -> None:
-    if reply.startswith(b"+OK"):
-        return
-    challenge: sasl.ErrorChallenge | None = None
-    if reply == b"+" or reply.startswith(b"+ "):
-        # poplib would take this for +OK: it is Gmail's error challenge, which
-        # must be answered (empty line, or ^A for OAUTHBEARER) before the -ERR.
-        challenge = decode_challenge(reply[1:])
-        send_line(ABORT[mechanism])
-        reply = read_line()
-        if reply.startswith(b"+OK"):
-            return
-        if reply.startswith(b"+"):
-            raise ProtocolError("POP3 server sent another challenge after an error")
-    fail(reply, challenge)
+
+def _is_continuation(reply: bytes) -> bool:
+    return reply == b"+" or reply.startswith(b"+ ")
 
 
 def _is_syntax_refusal(reply: bytes) -> bool:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import poplib
 import socket
 import ssl
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
+from typing import Any, Literal, Self, TypeVar, overload
 
 from ._backoff import Backoff
 from ._constants import GMAIL_POP_HOST, POP_SESSION_LIMIT
+from ._limits import DEFAULT_LIMITS, Limits
 from ._mailconn import (
     MECHANISMS,
     Dead,
@@ -24,30 +22,28 @@ from ._mailconn import (
     too_many_message,
 )
 from ._pop_policy import Maildrop
-from ._pop_sasl import SESSION_ENDED, TOO_MANY, authenticate
+from ._pop_reader import ReplyReader, scan_listing, unique_id
+from ._pop_sasl import TOO_MANY, authenticate
+from ._pop_wire import Capabilities, LongResp, PopWire, text
+from ._redact import get_logger, scrub_exception
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
     ConfigurationError,
     ConnectionLost,
-    Error,
-    InsecureConnection,
+    ProtocolError,
     Timeout,
     TooManyConnections,
 )
 
 __all__ = ["POP3"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 _T = TypeVar("_T")
-_LongResp: TypeAlias = tuple[bytes, list[bytes], int]
-_Capabilities: TypeAlias = dict[str, list[str]]
-
-_REDACTED = b"<redacted>"
 
 
-class POP3(poplib.POP3):
+class POP3(PopWire, poplib.POP3):
     """A :class:`poplib.POP3` that logs in with OAuth 2.0 and survives session ends.
 
     The constructor connects (implicit TLS, or plain + STLS with
@@ -55,6 +51,11 @@ class POP3(poplib.POP3):
     ``AUTH XOAUTH2 <initial response>``, falling back to the two-line form when
     a server refuses the one-line syntax. Every :class:`poplib.POP3` method
     keeps working; ``-ERR`` replies still raise :class:`poplib.error_proto`.
+
+    Whatever a server sends, every method ends in bounded time and memory
+    with one of the exceptions below: each line, multi-line reply (RETR, TOP,
+    LIST, UIDL, CAPA) and reply time is bounded by ``limits``, and a reply that
+    is not POP3 closes the connection (the next command opens a new one).
 
     Sessions end (Gmail's OAuth sessions last as long as the access token), so:
 
@@ -83,14 +84,24 @@ class POP3(poplib.POP3):
         reconnect: replace dead or expiring connections transparently.
         clock: the time source for the proactive reconnect (tests inject one).
         backoff: the delays between reconnect attempts.
+        limits: bounds on what the server may send (line and multi-line reply
+            sizes, and how long a reply may take); see :class:`Limits`.
 
     Raises:
         AuthenticationFailed: the token was rejected, also after one refresh.
         TooManyConnections: Gmail refused another connection for this user.
-        InsecureConnection: STLS was asked for but not offered, or the
-            certificate did not verify; no token was sent.
+        InsecureConnection: STLS was asked for but not offered, refused or
+            answered oddly, or the certificate did not verify; no token was
+            sent.
+        ProtocolError: the server sent something that is not POP3, or
+            (LimitExceeded) more than ``limits`` allow.
         ConnectionLost: the server could not be reached.
-        Timeout: the server did not answer in time.
+        Timeout: the server did not answer in time, or did not finish a reply
+            within ``limits.response_seconds``.
+
+    After login, commands raise the same types, or :class:`poplib.error_proto`
+    when the server answers the command itself with ``-ERR``; the connection is
+    closed after a ProtocolError or a Timeout.
     """
 
     def __init__(
@@ -107,6 +118,7 @@ class POP3(poplib.POP3):
         reconnect: bool = True,
         clock: Clock | None = None,
         backoff: Backoff | None = None,
+        limits: Limits | None = None,
     ) -> None:
         mechanism = mechanism.upper()
         if mechanism not in MECHANISMS:
@@ -124,23 +136,33 @@ class POP3(poplib.POP3):
         self._reconnect = reconnect
         self._deadline = SessionDeadline(clock=clock, session_limit=POP_SESSION_LIMIT)
         self._backoff = backoff or Backoff()
+        self._limits = limits or DEFAULT_LIMITS
+        self._where = f"the POP3 server {host}:{port}"
+        self._reader: ReplyReader | None = None
         self._debugging = 0
         self._connected = False
         self._secrets: list[bytes] = []
         self._two_line = False
         self._deferred_logged = False
         self._maildrop = Maildrop()
-        self._capabilities: _Capabilities = {}
+        self._capabilities: Capabilities = {}
         try:
             self._connect()
         except Dead as exc:
             self._abandon()
-            raise ConnectionLost(
-                f"could not connect to the POP3 server {host}:{port}: {exc}"
-            ) from exc
-        except BaseException:
+            lost = ConnectionLost(f"could not connect to {self._where}: {exc}")
+            scrub_exception(exc)
+            scrub_exception(lost)
+            raise lost from exc
+        except BaseException as exc:
             self._abandon()
+            scrub_exception(exc)
             raise
+
+    @property
+    def limits(self) -> Limits:
+        """The bounds on what the server may send on this connection."""
+        return self._limits
 
     # -- connection and authentication -------------------------------------
 
@@ -170,54 +192,15 @@ class POP3(poplib.POP3):
         except poplib.error_proto as exc:
             # A -ERR greeting: the server is there but will not serve us now.
             self._abandon()
-            line = exc.args[0] if isinstance(exc.args[0], bytes) else b""
+            line = exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else b""
             if TOO_MANY in line.upper():
-                raise TooManyConnections(too_many_message("POP3", _text(line))) from exc
-            raise Dead(f"the server refused the connection: {_text(exc)}") from exc
+                raise TooManyConnections(too_many_message("POP3", text(line))) from exc
+            raise Dead(f"the server refused the connection: {text(exc)}") from exc
         self._debugging = debugging
         self._connected = True
         self._capabilities = {}
         if self._starttls:
             self._start_tls()
-
-    def _start_tls(self) -> None:
-        with self._wire("CAPA"):
-            capabilities = self._capa_or_none()
-        if capabilities is None or "STLS" not in capabilities:
-            raise InsecureConnection(
-                f"the POP3 server {self.host}:{self.port} does not offer STLS, so "
-                "the connection cannot be encrypted; no token was sent. Use the "
-                "implicit-TLS port (995) with starttls=False."
-            )
-        with self._wire("STLS"):
-            try:
-                self._shortcmd("STLS")
-            except poplib.error_proto as exc:
-                raise InsecureConnection(
-                    f"the POP3 server {self.host}:{self.port} refused STLS "
-                    f"({_text(exc)}); no token was sent"
-                ) from exc
-            old_file = self.file
-            self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
-            self.file = self.sock.makefile("rb")
-            old_file.close()
-            self._tls_established = True
-            # RFC 2595 section 4: forget what was learned before TLS; ask again.
-            self._capabilities = self._capa_or_none() or {}
-
-    def _capa_or_none(self) -> _Capabilities | None:
-        """CAPA as a dict, or None without CAPA; connection errors pass through."""
-        try:
-            _, lines, _ = self._longcmd("CAPA")
-        except poplib.error_proto as exc:
-            if _is_eof(exc):
-                raise
-            return None
-        capabilities: _Capabilities = {}
-        for line in lines:
-            name, *args = line.decode("ascii", "replace").split()
-            capabilities[name] = args
-        return capabilities
 
     def _connect(self) -> None:
         """Open a connection and log in, refreshing the token once if rejected."""
@@ -250,87 +233,12 @@ class POP3(poplib.POP3):
             )
         _log.debug("POP3 %s login accepted for %s", self._mechanism, self._user)
 
-    def _read_line(self) -> bytes:
-        line, _ = self._getline()
-        return line
-
-    # -- plumbing: debug output without secrets, errors translated once -----
-
-    def _redact(self, data: bytes) -> bytes:
-        if data.upper().startswith(b"PASS "):
-            return b"PASS " + _REDACTED
-        for secret in self._secrets:
-            data = data.replace(secret, _REDACTED)
-        return data
-
-    def _putline(self, line: bytes) -> None:
-        # poplib's own, but its debug output never shows a token or password.
-        if self._debugging > 1:
-            print("*put*", repr(self._redact(line)))
-        sys.audit("poplib.putline", self, line)
-        self.sock.sendall(line + poplib.CRLF)
-
-    def _putcmd(self, line: str) -> None:
-        data = line.encode(self.encoding)
-        if self._debugging:
-            print("*cmd*", repr(self._redact(data).decode(self.encoding, "replace")))
-        self._putline(data)
-
-    def _getline(self) -> tuple[bytes, int]:
-        result: tuple[bytes, int] = poplib.POP3._getline(self)  # type: ignore[attr-defined]
-        return result
-
-    def _shortcmd(self, line: str) -> bytes:
-        self._putcmd(line)
-        result: bytes = poplib.POP3._getresp(self)  # type: ignore[attr-defined]
-        return result
-
-    def _longcmd(self, line: str) -> _LongResp:
-        self._putcmd(line)
-        result: _LongResp = poplib.POP3._getlongresp(self)  # type: ignore[attr-defined]
-        return result
-
-    @contextmanager
-    def _wire(self, doing: str) -> Iterator[None]:
-        """Translate socket and poplib failures; a dead connection becomes _Dead."""
-        try:
-            yield
-        except Error:
-            raise  # ours already (ConnectionLost and Timeout are OSErrors)
-        except TimeoutError as exc:
-            self._abandon()
-            raise Timeout(
-                f"the POP3 server {self.host}:{self.port} did not answer "
-                f"{doing} within {self._timeout} s"
-            ) from exc
-        except ssl.SSLCertVerificationError as exc:
-            self._abandon()
-            raise InsecureConnection(
-                f"the certificate of the POP3 server {self.host}:{self.port} did "
-                f"not verify ({exc.verify_message}); no token was sent"
-            ) from exc
-        except (OSError, EOFError) as exc:
-            self._abandon()
-            raise Dead(f"{type(exc).__name__} during {doing}") from exc
-        except poplib.error_proto as exc:
-            if _is_eof(exc):
-                self._abandon()
-                raise Dead(f"the server closed the connection during {doing}") from exc
-            if _ends_session(exc):
-                self._abandon()
-                raise Dead(f"the server ended the session: {_text(exc)}") from exc
-            raise
-
-    def _abandon(self) -> None:
-        """Close the socket without a word to the server."""
-        self._connected = False
-        try:
-            poplib.POP3.close(self)
-        except (OSError, AttributeError):
-            pass
-
     def _peer_closed(self) -> bool:
-        return not self._connected or peer_closed(self.sock)
+        if not self._connected:
+            return True
+        reader = self._reader
+        # Anything the server sent unasked is a goodbye (or out of step).
+        return (reader is not None and reader.pending > 0) or peer_closed(self.sock)
 
     # -- reconnecting --------------------------------------------------------
 
@@ -358,7 +266,7 @@ class POP3(poplib.POP3):
         try:
             with self._wire("QUIT"):
                 self._shortcmd("QUIT")
-        except (Dead, Timeout, poplib.error_proto):
+        except (Dead, Timeout, ProtocolError, poplib.error_proto):
             pass
         self._abandon()
 
@@ -389,8 +297,27 @@ class POP3(poplib.POP3):
             self._retire()
             self._reestablish("the access token or session is about to expire")
 
-    def _run(self, what: str, call: Callable[[], _T], *, number: Any = None) -> _T:
-        """Run a command that may be repeated on a new connection if this one dies."""
+    def _run(
+        self,
+        what: str,
+        call: Callable[[], _T],
+        *,
+        number: Any = None,
+        repeat: bool = True,
+    ) -> _T:
+        """Run a command, once more on a new connection if this one died (``repeat``).
+
+        Every exception leaving a command passes here, scrubbed of secrets.
+        """
+        try:
+            return self._run_on_session(what, call, number, repeat)
+        except BaseException as exc:
+            scrub_exception(exc)
+            raise
+
+    def _run_on_session(
+        self, what: str, call: Callable[[], _T], number: Any, repeat: bool
+    ) -> _T:
         self._before_command()
         try:
             with self._wire(what):
@@ -399,7 +326,7 @@ class POP3(poplib.POP3):
         except Dead as exc:
             if self._maildrop.pending:
                 raise self._maildrop.lost(f"the connection died during {what}") from exc
-            if not self._reconnect:
+            if not (self._reconnect and repeat):
                 raise ConnectionLost(
                     f"the connection to the POP3 server died during {what}: {exc}"
                 ) from exc
@@ -417,63 +344,110 @@ class POP3(poplib.POP3):
     def _check_numbering(self, which: Any) -> None:
         def uid_now(n: int) -> bytes:
             try:
-                return poplib.POP3.uidl(self, n).split()[-1]
+                return self._uidl_one(n)[1].partition(b" ")[2]
             except poplib.error_proto:
                 return b""
 
         with self._wire("UIDL"):
-            self._maildrop.check_number(which, uid_now, lambda: poplib.POP3.stat(self))
+            self._maildrop.check_number(which, uid_now, self._stat_command)
 
     # -- the stdlib commands, made to survive session ends --------------------
+    # Replies are checked inside the command, so a malformed one closes the
+    # connection (a ProtocolError from _wire) instead of being half-used.
+
+    def _stat_command(self) -> tuple[int, int]:
+        resp = self._shortcmd("STAT")
+        if self._debugging:
+            print("*stat*", repr(self._redact(resp)))
+        return scan_listing(resp, self._where, "STAT")
+
+    def _uidl_one(self, which: Any) -> tuple[bytes, bytes]:
+        """UIDL n: the reply, and its ``n uid``."""
+        resp = self._shortcmd(f"UIDL {which}")
+        return resp, unique_id(resp, self._where)
+
+    def _list_one(self, which: Any) -> bytes:
+        resp = self._shortcmd(f"LIST {which}")
+        scan_listing(resp, self._where, "LIST")
+        return resp
 
     def stat(self) -> tuple[int, int]:
         """STAT, repeated once on a new connection if this one died."""
-        result = self._run("STAT", lambda: poplib.POP3.stat(self))
+        result = self._run("STAT", self._stat_command)
         self._maildrop.saw_stat(result)
         return result
 
-    def list(self, which: Any | None = None) -> _LongResp:
+    def list(self, which: Any | None = None) -> LongResp:
         """LIST, repeated once on a new connection if this one died."""
-        result = self._run("LIST", lambda: poplib.POP3.list(self, which), number=which)
-        if which is None:
-            self._maildrop.saw_listing(result[1])
+        if which is not None:
+            # The scan listing, bytes (as poplib; its stubs say LongResp).
+            one: Any = self._run(
+                f"LIST {which}", lambda: self._list_one(which), number=which
+            )
+            return one  # type: ignore[no-any-return]
+        result = self._run("LIST", lambda: self._longcmd("LIST"))
+        self._maildrop.saw_listing(result[1])
         return result
 
-    def retr(self, which: Any) -> _LongResp:
+    def retr(self, which: Any) -> LongResp:
         """RETR, repeated once on a new connection if this one died."""
         return self._run(
             f"RETR {which}", lambda: poplib.POP3.retr(self, which), number=which
         )
 
-    def top(self, which: Any, howmuch: int) -> _LongResp:
+    def top(self, which: Any, howmuch: int) -> LongResp:
         """TOP, repeated once on a new connection if this one died."""
         return self._run(
             f"TOP {which}", lambda: poplib.POP3.top(self, which, howmuch), number=which
         )
 
     @overload
-    def uidl(self) -> _LongResp: ...
+    def uidl(self) -> LongResp: ...
     @overload
     def uidl(self, which: Any) -> bytes: ...
-    def uidl(self, which: Any | None = None) -> _LongResp | bytes:
+    def uidl(self, which: Any | None = None) -> LongResp | bytes:
         """UIDL, repeated once on a new connection if this one died."""
         if which is None:
-            full = self._run("UIDL", lambda: poplib.POP3.uidl(self))
+            full = self._run("UIDL", lambda: self._longcmd("UIDL"))
             self._maildrop.saw_uids(full[1], complete=True)
             return full
-        one = self._run(
-            f"UIDL {which}", lambda: poplib.POP3.uidl(self, which), number=which
+        one, uid = self._run(
+            f"UIDL {which}", lambda: self._uidl_one(which), number=which
         )
-        self._maildrop.saw_uids([one.split(None, 1)[1]], complete=False)
+        self._maildrop.saw_uids([uid], complete=False)
         return one
 
     def noop(self) -> bytes:
         """NOOP, repeated once on a new connection if this one died."""
         return self._run("NOOP", lambda: poplib.POP3.noop(self))
 
-    def capa(self) -> _Capabilities:
+    def capa(self) -> Capabilities:
         """CAPA, repeated once on a new connection if this one died."""
-        return self._run("CAPA", lambda: poplib.POP3.capa(self))
+        return self._run("CAPA", self._capa_command)
+
+    # Login commands (the constructor has logged in) and UTF8: never repeated.
+
+    def user(self, user: str) -> bytes:
+        """USER (RFC 1939); not needed: the constructor logged in."""
+        return self._run("USER", lambda: poplib.POP3.user(self, user), repeat=False)
+
+    def pass_(self, pswd: str) -> bytes:
+        """PASS (RFC 1939); not needed: the constructor logged in."""
+        return self._run("PASS", lambda: poplib.POP3.pass_(self, pswd), repeat=False)
+
+    def apop(self, user: str, password: str) -> bytes:
+        """APOP (RFC 1939); not needed: the constructor logged in."""
+        return self._run(
+            "APOP", lambda: poplib.POP3.apop(self, user, password), repeat=False
+        )
+
+    def rpop(self, user: str) -> bytes:
+        """RPOP; not needed: the constructor logged in."""
+        return self._run("RPOP", lambda: poplib.POP3.rpop(self, user), repeat=False)
+
+    def utf8(self) -> bytes:
+        """UTF8 (RFC 6856), never repeated on a new connection."""
+        return self._run("UTF8", lambda: poplib.POP3.utf8(self), repeat=False)
 
     def dele(self, which: Any) -> bytes:
         """Mark a message for deletion; it is deleted when quit() succeeds.
@@ -500,6 +474,13 @@ class POP3(poplib.POP3):
                 confirm QUIT (``outcome_unknown`` is True when QUIT was sent).
             poplib.error_proto: the server answered QUIT with ``-ERR``.
         """
+        try:
+            return self._quit()
+        except BaseException as exc:
+            scrub_exception(exc)
+            raise
+
+    def _quit(self) -> bytes:
         pending = bool(self._maildrop.pending)
         if self._peer_closed():
             self._abandon()
@@ -516,7 +497,9 @@ class POP3(poplib.POP3):
             self._maildrop.forget()
             self._abandon()
             raise
-        except (Dead, Timeout) as exc:
+        except (Dead, Timeout, ProtocolError) as exc:
+            # No +OK (nothing, or no POP3 answer): the marks may or may not
+            # have been applied.
             self._abandon()
             if pending:
                 raise self._maildrop.unconfirmed() from exc
@@ -563,21 +546,3 @@ class POP3(poplib.POP3):
             f"<gmail_xoauth2.POP3 {self._user} at {self.host}:{self.port} "
             f"{self._mechanism} {state}>"
         )
-
-
-def _text(value: object) -> str:
-    if isinstance(value, BaseException):
-        value = value.args[0] if value.args else ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _is_eof(exc: poplib.error_proto) -> bool:
-    # poplib raises error_proto('-ERR EOF') (a str) when the server closed.
-    return exc.args == ("-ERR EOF",)
-
-
-def _ends_session(exc: poplib.error_proto) -> bool:
-    line = exc.args[0] if exc.args else b""
-    return isinstance(line, bytes) and any(m in line.upper() for m in SESSION_ENDED)

@@ -17,12 +17,15 @@ from gmail_xoauth2 import (
     AuthenticationFailed,
     ConnectionLost,
     InsecureConnection,
+    LimitExceeded,
+    Limits,
     StaticTokenProvider,
     TooManyConnections,
     oauthbearer_string,
     xoauth2_string,
 )
 from gmail_xoauth2._backoff import Backoff
+from gmail_xoauth2._limits import DEFAULT_LIMITS
 from gmail_xoauth2.testing.clock import ManualClock
 from gmail_xoauth2.testing.gmail import FakeGmail
 
@@ -152,6 +155,36 @@ def test_stdlib_methods_keep_working(gmail: FakeGmail) -> None:
             pop.retr(9)
         with pytest.raises(poplib.error_proto, match="already established"):
             pop.stls()
+
+
+def test_message_lines_longer_than_poplibs_2048_bytes_are_read(
+    gmail: FakeGmail,
+) -> None:
+    # poplib refuses lines over 2048 bytes ("line too long"); a message may
+    # hold far longer ones (a base64 part without line breaks, say).
+    long_line = b"x" * 300_000
+    gmail.deliver(ALICE, b"Subject: long\r\n\r\n" + long_line + b"\r\n.hidden\r\n")
+    with connect(gmail) as pop:
+        assert pop.limits is DEFAULT_LIMITS
+        _, lines, octets = pop.retr(4)
+        assert lines == [b"Subject: long", b"", long_line, b".hidden"]
+        assert octets == 15 + 2 + len(long_line) + 2 + 9  # "..hidden" counts 9
+        assert pop.top(4, 0)[1] == [b"Subject: long", b""]
+
+
+def test_limits_bound_what_the_server_may_send(gmail: FakeGmail) -> None:
+    gmail.deliver(ALICE, b"Subject: wide\r\n\r\n" + b"y" * 5000 + b"\r\n")
+    gmail.deliver(ALICE, b"Subject: tall\r\n\r\n" + (b"z" * 48 + b"\r\n") * 30)
+    limits = Limits(line_bytes=4096, literal_bytes=1024)
+    with connect(gmail, limits=limits) as pop:
+        assert pop.limits is limits
+        with pytest.raises(LimitExceeded, match="line_bytes"):
+            pop.retr(4)
+        assert pop.sock is None  # closed, never resynchronised
+        with pytest.raises(LimitExceeded, match="literal_bytes"):
+            pop.retr(5)
+        assert pop.retr(1)[1][-1] == b"first"  # the next command reconnects
+    assert gmail.connection_count("pop") == 3
 
 
 @pytest.mark.parametrize(
