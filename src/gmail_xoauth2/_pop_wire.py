@@ -195,8 +195,11 @@ class PopWire:
         return line, octets
 
     def _status(self, resp: bytes) -> bytes:
+        # A status line is the server's words, not the caller's data: one that
+        # quotes a secret back (a "+OK" too) is returned or raised without it.
+        resp = self._redact(resp)
         if self._debugging > 1:
-            print("*resp*", repr(self._redact(resp)))
+            print("*resp*", repr(resp))
         return status_line(resp, self._where)
 
     def _getresp(self) -> bytes:

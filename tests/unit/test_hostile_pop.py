@@ -423,6 +423,20 @@ def test_an_err_to_a_command_that_echoes_the_secret_is_scrubbed(run: Run) -> Non
     assert b"<redacted>" in error.args[0]
 
 
+def test_an_ok_that_echoes_the_secret_is_returned_without_it(run: Run) -> None:
+    def then(peer: Peer) -> None:
+        auth = expect(peer, b"AUTH ")
+        peer.send(b"+OK welcome, " + auth)
+        expect(peer, b"NOOP")
+        peer.send(b"+OK you are " + TOKEN.encode())
+
+    def noop(pop: POP3) -> object:
+        return pop.noop()
+
+    outcome = run(at_auth(then), noop)
+    assert outcome.result == b"+OK you are <redacted>"
+
+
 def test_garbage_in_answer_to_auth_is_a_protocol_error(run: Run) -> None:
     def then(peer: Peer) -> None:
         expect(peer, b"AUTH ")
