@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import smtplib
 import socket
 import ssl
@@ -14,6 +13,7 @@ from typing import Any
 
 from ._backoff import Backoff
 from ._constants import GMAIL_SMTP_HOST
+from ._limits import DEFAULT_LIMITS, SASL_ROUNDS, Limits, ReplyMeter
 from ._mailconn import (
     ABORT,
     MECHANISMS,
@@ -25,7 +25,9 @@ from ._mailconn import (
     reconnect,
     too_many_message,
 )
+from ._redact import get_logger, scrub, scrub_exception
 from ._session import SessionDeadline
+from ._smtp_reply import BoundedReplies
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
     AuthenticationFailed,
@@ -41,18 +43,19 @@ from .errors import (
 
 __all__ = ["SMTP"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 _SUBMISSION_PORT = 587
-_REDACTED = "<redacted>"
 _TOO_MANY = "too many simultaneous connections"
 _FINAL_DOT = b"\r\n.\r\n"
+# The most of a server's text an exception or a log line quotes.
+_QUOTED = 1000
 
 _Reply = tuple[int, bytes]
 _SendErrs = dict[str, tuple[int, bytes]]
 
 
-class SMTP(smtplib.SMTP):
+class SMTP(BoundedReplies):
     """An :class:`smtplib.SMTP` that logs in with OAuth 2.0 and survives session ends.
 
     The constructor connects (implicit TLS on 465; on 587, or with
@@ -69,7 +72,14 @@ class SMTP(smtplib.SMTP):
     * after the final dot, the server's reply is the verdict: an error reply
       raises smtplib's own :class:`smtplib.SMTPDataError`, never a retry;
     * if the connection dies after the final dot and before the server's reply,
+      or the reply is not SMTP, too large or too slow,
       :class:`DeliveryUnknown` is raised and the message is never sent again.
+
+    Every reply is read within ``limits``: a server that sends an endless,
+    huge, trickling or malformed reply ends the command in bounded time and
+    memory with :class:`LimitExceeded`, :class:`Timeout` or
+    :class:`ProtocolError`, and the connection is closed (the next command
+    opens a new one).
 
     Args:
         user: the Gmail address.
@@ -86,6 +96,10 @@ class SMTP(smtplib.SMTP):
         clock: the time source for the proactive reconnect (tests inject one).
         backoff: the delays between reconnect attempts.
         local_hostname: the name sent with EHLO (default: this host's FQDN).
+        limits: bounds on every reply (see :class:`Limits`): all the lines of
+            one reply together are bounded by ``line_bytes``, their number by
+            ``response_lines``, the time from its first byte to its last by
+            ``response_seconds``. Default: ``Limits()``.
 
     Raises:
         AuthenticationFailed: the token was rejected, also after one refresh.
@@ -94,6 +108,9 @@ class SMTP(smtplib.SMTP):
             certificate did not verify; no token was sent.
         ConnectionLost: the server could not be reached.
         Timeout: the server did not answer in time.
+        ProtocolError: the server sent something that is not SMTP, or
+            (:class:`LimitExceeded`) more than ``limits`` allow.
+        ConfigurationError: an argument is wrong.
     """
 
     def __init__(
@@ -111,11 +128,16 @@ class SMTP(smtplib.SMTP):
         clock: Clock | None = None,
         backoff: Backoff | None = None,
         local_hostname: str | None = None,
+        limits: Limits | None = None,
     ) -> None:
         mechanism = mechanism.upper()
         if mechanism not in MECHANISMS:
             raise ConfigurationError(
                 f"mechanism must be 'XOAUTH2' or 'OAUTHBEARER', not {mechanism!r}"
+            )
+        if limits is not None and not isinstance(limits, Limits):
+            raise ConfigurationError(
+                f"limits must be a gmail_xoauth2.Limits, not {type(limits).__name__}"
             )
         # No host here: smtplib would connect before our settings are in place.
         super().__init__(local_hostname=local_hostname, timeout=timeout)
@@ -129,18 +151,22 @@ class SMTP(smtplib.SMTP):
         self._reconnect = reconnect
         self._deadline = SessionDeadline(clock=clock)
         self._backoff = backoff or Backoff()
+        self._meter = ReplyMeter(
+            limits or DEFAULT_LIMITS, where=f"the SMTP server {host}:{port}"
+        )
         self._secrets: list[str] = []
         self._in_data = False
         self._dot_sent = False
         self._sending = False
         try:
             self._connect()
-        except Dead as exc:
-            raise ConnectionLost(
-                f"could not connect to the SMTP server {host}:{port}: {exc}"
-            ) from exc
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            scrub_exception(exc)
+            if isinstance(exc, Dead):
+                raise ConnectionLost(
+                    f"could not connect to the SMTP server {host}:{port}: {exc}"
+                ) from exc
             raise
 
     # -- connection and authentication -------------------------------------
@@ -235,7 +261,15 @@ class SMTP(smtplib.SMTP):
             return
         text = _text(message)
         if code == 334:
-            raise ProtocolError("SMTP server sent a second challenge after an error")
+            # The initial response went with AUTH (RFC 4954 section 4), so the
+            # only continuation to answer is the error challenge: with the
+            # initial response, the SASL_ROUNDS every mechanism here may have.
+            self.close()
+            raise ProtocolError(
+                f"the SMTP server {self._host}:{self._port} sent a continuation "
+                f"(334) after the error challenge; no mechanism has more than "
+                f"{SASL_ROUNDS} rounds, so the connection was closed"
+            )
         if _TOO_MANY in text.lower():
             raise TooManyConnections(too_many_message("SMTP", text))
         if 400 <= code < 500:
@@ -253,59 +287,63 @@ class SMTP(smtplib.SMTP):
             server_text=f"{code} {text}",
         )
 
-    # -- plumbing: debug output without secrets, errors translated once -----
-
-    def _print_debug(self, *args: Any) -> None:
-        # smtplib prints every line it sends, the AUTH line too: redact it.
-        shown = []
-        for arg in args:
-            text = arg if isinstance(arg, str) else repr(arg)
-            for secret in self._secrets:
-                text = text.replace(secret, _REDACTED)
-            shown.append(text)
-        super()._print_debug(*shown)  # type: ignore[misc]
+    # -- plumbing: errors translated once, scrubbed of every secret ------------
 
     @contextmanager
     def _wire(self, doing: str) -> Iterator[None]:
-        """Translate socket and smtplib failures; a dead connection becomes _Dead."""
+        """Translate socket and smtplib failures once, scrubbed of every secret."""
         try:
             yield
-        except Error:
-            raise  # ours already (DeliveryUnknown is an OSError: never retry it)
-        except TimeoutError as exc:
+        except BaseException as exc:
+            scrub_exception(exc)
+            error = self._translate(exc, doing)
+            if isinstance(error, Dead) and self._sending and self._dot_sent:
+                # Dead means "try again": never once the final dot went out.
+                error = self._delivery_unknown(str(error))
+            if error is exc:
+                raise
+            scrub_exception(error)
+            raise error from exc
+
+    def _translate(self, exc: BaseException, doing: str) -> BaseException:
+        """What ``exc`` becomes; a dead connection becomes Dead."""
+        if isinstance(exc, Error):
+            return exc  # ours already (DeliveryUnknown is an OSError: never retry it)
+        if isinstance(exc, TimeoutError):
             self.close()
-            raise self._timeout(doing) from exc
-        except smtplib.SMTPServerDisconnected as exc:
+            return self._timeout(doing)
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
             self.close()
             if isinstance(exc.__context__, TimeoutError):
-                raise self._timeout(doing) from exc
-            raise Dead(f"{exc} during {doing}") from exc
-        except ssl.SSLCertVerificationError as exc:
+                return self._timeout(doing)
+            return Dead(f"{exc} during {doing}")
+        if isinstance(exc, ssl.SSLCertVerificationError):
             self.close()
-            raise InsecureConnection(
+            return InsecureConnection(
                 f"the certificate of the SMTP server {self._host}:{self._port} did "
                 f"not verify ({exc.verify_message}); no token was sent"
-            ) from exc
-        except smtplib.SMTPResponseException as exc:
+            )
+        if isinstance(exc, smtplib.SMTPResponseException):
             # After the final dot a reply is the verdict on the message: the
             # stdlib error goes to the caller and nothing is sent again.
             if not self._dot_sent and _ends_session(exc.smtp_code, exc.smtp_error):
                 self.close()
-                raise Dead(
+                return Dead(
                     f"the server ended the session: {exc.smtp_code} "
                     f"{_text(exc.smtp_error)}"
-                ) from exc
-            raise
-        except smtplib.SMTPRecipientsRefused as exc:
+                )
+            return exc
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
             if any(_ends_session(c, m) for c, m in exc.recipients.values()):
                 self.close()
-                raise Dead("the server ended the session during RCPT") from exc
-            raise
-        except smtplib.SMTPException:
-            raise
-        except (OSError, EOFError) as exc:
+                return Dead("the server ended the session during RCPT")
+            return exc
+        if isinstance(exc, smtplib.SMTPException):
+            return exc
+        if isinstance(exc, OSError | EOFError):
             self.close()
-            raise Dead(f"{type(exc).__name__} during {doing}") from exc
+            return Dead(f"{type(exc).__name__} during {doing}")
+        return exc
 
     def _timeout(self, doing: str) -> Timeout:
         return Timeout(
@@ -340,7 +378,7 @@ class SMTP(smtplib.SMTP):
         """Read what the server sent unasked before it hung up, for the log."""
         try:
             code, message = self.getreply()
-        except (smtplib.SMTPException, OSError):
+        except (smtplib.SMTPException, OSError, Error):
             return "the server closed the connection"
         return f"the server closed the connection: {code} {_text(message)}"
 
@@ -376,24 +414,33 @@ class SMTP(smtplib.SMTP):
         an ordinary disconnect: the server may have accepted the message.
 
         Raises:
-            DeliveryUnknown: the final dot was sent and no reply came.
+            DeliveryUnknown: the final dot was sent and no reply came, or the
+                reply was not SMTP, too large or too slow.
         """
         self._in_data, self._dot_sent = True, False
         try:
             return super().data(msg)
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        except (smtplib.SMTPServerDisconnected, OSError, ProtocolError) as exc:
             if not self._dot_sent:
                 raise
             self.close()
-            why = "timed out" if isinstance(exc.__context__, TimeoutError) else "closed"
-            raise DeliveryUnknown(
-                f"the connection to {self._host}:{self._port} {why} after the "
-                "message's final dot was sent and before the server replied: it may "
-                "or may not have been accepted, so it was not sent again. Look in "
-                "Sent Mail before sending it by hand."
-            ) from exc
+            if isinstance(exc, Timeout) or isinstance(exc.__context__, TimeoutError):
+                why = "timed out"
+            elif isinstance(exc, ProtocolError):
+                why = f"was closed, the reply refused ({exc})"
+            else:
+                why = "closed"
+            raise self._delivery_unknown(f"the connection {why}") from exc
         finally:
             self._in_data = False
+
+    def _delivery_unknown(self, what: str) -> DeliveryUnknown:
+        return DeliveryUnknown(
+            f"{what} after the message's final dot was sent to {self._host}:"
+            f"{self._port} and before the server's verdict: it may or may not have "
+            "been accepted, so it was not sent again. Look in Sent Mail before "
+            "sending it by hand."
+        )
 
     def sendmail(
         self,
@@ -466,8 +513,14 @@ class SMTP(smtplib.SMTP):
     def rset(self) -> _Reply:
         """RSET on a live connection: a dead, ended or expiring one is replaced."""
         if self._sending:
-            # smtplib's own reset after a refusal, inside sendmail: as is.
-            return super().rset()
+            # smtplib's own reset after a refusal, inside sendmail: as is, but a
+            # broken reply to it (the connection is closed) must not hide the
+            # refusal, so it becomes the disconnect smtplib ignores there.
+            try:
+                return super().rset()
+            except Error as exc:
+                self.close()
+                raise smtplib.SMTPServerDisconnected(str(exc)) from exc
         return self._harmless("RSET", super().rset)
 
     def _harmless(self, what: str, call: Callable[[], _Reply]) -> _Reply:
@@ -487,11 +540,12 @@ class SMTP(smtplib.SMTP):
             raise ConnectionLost(f"{exc}, again after reconnecting") from exc
 
     def quit(self) -> _Reply:
-        """QUIT and close; a connection the server already closed just closes."""
+        """QUIT and close; a connection the server already closed, or whose
+        answer to QUIT is broken (not SMTP, too large, too slow), just closes."""
         try:
             if not self._peer_closed():
                 return super().quit()
-        except (smtplib.SMTPServerDisconnected, OSError):
+        except (smtplib.SMTPServerDisconnected, OSError, Error):
             pass
         self.close()
         self._forget_session()
@@ -520,9 +574,11 @@ class SMTP(smtplib.SMTP):
 
 
 def _text(value: bytes | str) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
+    """A server's text as an exception or a log line may quote it: decoded,
+    scrubbed of every secret (a refusal may quote the AUTH line), cut short."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    text = scrub(text)
+    return text if len(text) <= _QUOTED else text[:_QUOTED] + "..."
 
 
 def _ends_session(code: int, message: bytes | str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import smtplib
 import socket
@@ -16,14 +17,19 @@ from gmail_xoauth2 import (
     MAIL_SCOPE,
     SMTP,
     AuthenticationFailed,
+    ConfigurationError,
     ConnectionLost,
     DeliveryUnknown,
     InsecureConnection,
+    LimitExceeded,
+    Limits,
     StaticTokenProvider,
     oauthbearer_string,
     xoauth2_string,
 )
 from gmail_xoauth2._backoff import Backoff
+from gmail_xoauth2._limits import ReplyMeter
+from gmail_xoauth2._smtp_reply import read_reply
 from gmail_xoauth2.testing._mailstore import MailEvent
 from gmail_xoauth2.testing.clock import ManualClock
 from gmail_xoauth2.testing.gmail import FakeGmail
@@ -482,3 +488,52 @@ def test_no_secret_in_debug_output_or_logs(
         assert token not in printed
         assert xoauth2_string(ALICE, token) not in printed
     assert "ya29" not in printed
+
+
+# -- replies within limits ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"250 ok\r\n",
+        b"250-hostile.test\r\n250-8BITMIME\r\n250-SIZE 35882577\r\n250 AUTH X\r\n",
+        b"250\r\n",
+        b"250-\r\n250 \r\n",
+        b"220  spaced out \t\r\n",
+        b"250 bare LF\n",
+        b"535-5.7.8 first\r\n535 5.7.8 second \xff\r\n",
+        b"250-" + b"x" * 20_000 + b"\r\n250 long\r\n",
+    ],
+    ids=lambda wire: repr(wire[:24]),
+)
+def test_a_reply_reads_as_smtplib_reads_it(wire: bytes) -> None:
+    ours = io.BufferedReader(io.BytesIO(wire + b"250 next\r\n"))
+    reply = read_reply(ours, ReplyMeter(Limits()))
+    stdlib = smtplib.SMTP()
+    stdlib.file = io.BytesIO(wire)
+    if len(wire) <= 8192:  # smtplib's own line limit
+        assert reply == stdlib.getreply()
+    assert ours.read() == b"250 next\r\n"  # the next reply is left alone
+
+
+def test_all_the_lines_of_a_reply_count_against_line_bytes() -> None:
+    meter = ReplyMeter(Limits(line_bytes=1000), where="the server")
+    wire = b"250-" + b"x" * 90 + b"\r\n"
+    with pytest.raises(LimitExceeded, match=r"1000 bytes \(Limits\.line_bytes\)"):
+        read_reply(io.BufferedReader(io.BytesIO(wire * 11)), meter)
+    meter = ReplyMeter(Limits(response_lines=10), where="the server")
+    with pytest.raises(LimitExceeded, match=r"10 lines \(Limits\.response_lines\)"):
+        read_reply(io.BufferedReader(io.BytesIO(b"250-\r\n" * 11)), meter)
+
+
+def test_limits_must_be_limits() -> None:
+    with pytest.raises(ConfigurationError, match=r"gmail_xoauth2\.Limits"):
+        SMTP(ALICE, lambda: "ya29.x", limits={"line_bytes": 1})  # type: ignore[arg-type]
+
+
+def test_getreply_on_a_closed_connection(gmail: FakeGmail) -> None:
+    smtp = connect(gmail, limits=Limits(response_seconds=None))
+    smtp.close()
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        smtp.getreply()
