@@ -146,10 +146,9 @@ def secrets(port: int) -> list[str]:
 class Run:
     """One hostile case: a scripted server, a client operation, what came out."""
 
-    def __init__(self, pki: PKI, mode: str, record: Callable[[str, object], None]):
+    def __init__(self, pki: PKI, mode: str):
         self.pki = pki
         self.stls = mode == "stls"
-        self.record = record
         self.client_context = pki.client_context()
         self.server_context = pki.server_context()
         self.server: ScriptedServer | None = None
@@ -187,10 +186,6 @@ class Run:
                     pop.close()
 
             outcome = attack(call, seconds=seconds)
-        error = outcome.error
-        self.record("raised", type(error).__name__ if error else "nothing")
-        self.record("peak_bytes", outcome.peak_bytes)
-        self.record("seconds", round(outcome.seconds, 3))
         assert_no_secret(outcome, secrets(server.port))
         return outcome
 
@@ -201,14 +196,14 @@ class Run:
 
 
 @pytest.fixture
-def run(pki: PKI, mode: str, record_property: Callable[[str, object], None]) -> Run:
-    return Run(pki, mode, record_property)
+def run(pki: PKI, mode: str) -> Run:
+    return Run(pki, mode)
 
 
 @pytest.fixture
-def stls_run(pki: PKI, record_property: Callable[[str, object], None]) -> Run:
+def stls_run(pki: PKI) -> Run:
     """For the cases that exist only with STLS."""
-    return Run(pki, "stls", record_property)
+    return Run(pki, "stls")
 
 
 def stat(pop: POP3) -> object:
