@@ -235,8 +235,9 @@ class BoundedReplies(smtplib.SMTP):
     def getreply(self) -> tuple[int, bytes]:
         """Read one reply as smtplib does, within the connection's Limits.
 
-        Returns smtplib's ``(code, b"\\n".join(lines))``. Whatever goes wrong,
-        the connection is closed first.
+        Returns smtplib's ``(code, b"\\n".join(lines))``, scrubbed of every
+        secret (a server may quote the AUTH line back, even in a 250).
+        Whatever goes wrong, the connection is closed first.
 
         Raises:
             smtplib.SMTPServerDisconnected: the connection is closed or was lost.
@@ -268,6 +269,7 @@ class BoundedReplies(smtplib.SMTP):
             if self.sock is not None:
                 # The reply's deadline shortened it; the next send has it whole.
                 self.sock.settimeout(self.timeout)
+        message = scrub_bytes(message)
         if self.debuglevel > 0:
             self._print_debug(f"reply: retcode ({code}); Msg: {message!a}")
         return code, message

@@ -709,3 +709,19 @@ def test_an_endless_goodbye_before_a_send_is_read_within_limits(
     assert connections == 2
     assert outcome.peak_bytes < SMALL_PEAK
     assert len([line for line in received if line.upper().startswith(b"MAIL")]) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_250_that_echoes_the_auth_line_is_returned_without_it(
+    pki: PKI, mode: str
+) -> None:
+    def script(peer: Peer) -> None:
+        auth = login(peer, mode)
+        expect(peer, b"NOOP")
+        peer.send(b"250-2.0.0 OK, you said\r\n250 " + auth)
+
+    outcome, _, _ = run(script, pki, mode, lambda smtp: smtp.noop())
+    assert outcome.error is None, outcome.error
+    assert outcome.result[0] == 250
+    assert b"AUTH XOAUTH2 <redacted>" in outcome.result[1]
+    assert_no_secret(outcome)  # the returned reply included
