@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import logging
 import select
 import socket
 import ssl
@@ -11,7 +10,7 @@ from collections.abc import Callable
 
 from . import sasl
 from ._backoff import Backoff
-from ._redact import remember
+from ._redact import get_logger, remember
 from ._tokens import TokenProvider
 from .errors import AuthenticationFailed, ChallengeDecodeError, ConnectionLost, Timeout
 
@@ -25,7 +24,7 @@ __all__ = [
     "too_many_message",
 ]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 # What answers an error challenge: the empty response (XOAUTH2, Google's "OAuth
 # 2.0 Mechanism" page) or ^A (OAUTHBEARER, RFC 7628 section 3.2.3), base64.
