@@ -3,8 +3,8 @@
 RFC 5321 section 4.2: a reply is one or more lines, each a three-digit code,
 then a hyphen (more lines follow) or a space (the last line) and text. The
 :class:`ReplyFramer` decides, free of I/O, whether what arrived is a reply and
-when it ends; :func:`metered_file` gives the socket a reader whose every read
-obeys the reply's deadline, so a trickle ends as surely as a flood;
+when it ends; :class:`MeteredSocket` gives the socket a reader whose every
+read obeys the reply's deadline, so a trickle ends as surely as a flood;
 :class:`BoundedReplies` puts both under smtplib's ``getreply()``.
 """
 
@@ -23,7 +23,7 @@ from .errors import Error, ProtocolError
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["BoundedReplies", "ReplyFramer", "metered_file", "read_reply"]
+__all__ = ["BoundedReplies", "MeteredSocket", "ReplyFramer", "read_reply"]
 
 # The most one readline() returns: a long line arrives in pieces, so a reply
 # that is not SMTP is refused on its first bytes, not after megabytes.
@@ -112,6 +112,11 @@ class ReplyFramer:
         assert self._code is not None, "the reply is not complete"
         return self._code, bytes(self._text)
 
+    @property
+    def received(self) -> int:
+        """The bytes fed so far, line ends included."""
+        return self._received
+
     def _take(self, line: bytes | bytearray) -> bool:
         """A whole line (with its line end): its text is kept."""
         last = self._head(line)
@@ -155,12 +160,13 @@ def _shown(line: bytes | bytearray) -> str:
     return repr(shown[:_SHOWN]) + ("..." if len(line) > _SHOWN else "")
 
 
-class _MeteredSocket(io.RawIOBase):
+class MeteredSocket(io.RawIOBase):
     """A socket as a raw stream; every read waits no longer than the reply may.
 
     The socket timeout alone bounds silences: a server sending one byte every
     second would never trip it. Before each read the timeout becomes what is
-    left of the reply's deadline, if that is shorter.
+    left of the reply's deadline, if that is shorter. Closing it leaves the
+    socket open: that stays with its owner.
     """
 
     def __init__(
@@ -170,6 +176,7 @@ class _MeteredSocket(io.RawIOBase):
         self._sock = sock
         self._meter = meter
         self._timeout = timeout
+        self.received = 0  # bytes read from the socket
 
     def readable(self) -> bool:
         return True
@@ -178,29 +185,23 @@ class _MeteredSocket(io.RawIOBase):
         timeout = self._meter.recv_timeout(self._timeout)
         self._sock.settimeout(timeout)
         try:
-            return self._sock.recv_into(buffer)
+            size = self._sock.recv_into(buffer)
         except TimeoutError as exc:
             if timeout != self._timeout:
                 raise self._meter.too_slow() from exc
             raise
-
-
-def metered_file(
-    sock: socket.socket, meter: ReplyMeter, timeout: float | None
-) -> io.BufferedReader:
-    """A buffered reader of ``sock`` whose reads obey ``meter``'s deadline.
-
-    It never closes ``sock``: closing the socket stays with its owner.
-    """
-    return io.BufferedReader(_MeteredSocket(sock, meter, timeout))
+        self.received += size
+        return size
 
 
 def read_reply(
     file: io.BufferedReader,
     meter: ReplyMeter,
     show: Callable[[bytes], None] | None = None,
-) -> tuple[int, bytes]:
+) -> tuple[int, bytes, int]:
     """Read one reply from ``file``, calling ``show`` with each piece read.
+
+    Returns smtplib's ``(code, text)``, and the bytes the reply took on the wire.
 
     Raises:
         EOFError: the server closed the connection.
@@ -218,7 +219,7 @@ def read_reply(
         if show is not None:
             show(data)
         if framer.feed(data):
-            return framer.reply()
+            return (*framer.reply(), framer.received)
 
 
 class BoundedReplies(smtplib.SMTP):
@@ -231,6 +232,8 @@ class BoundedReplies(smtplib.SMTP):
 
     _meter: ReplyMeter
     _secrets: list[str]
+    _raw: MeteredSocket | None = None
+    _consumed = 0  # bytes of _raw read as replies
 
     def getreply(self) -> tuple[int, bytes]:
         """Read one reply as smtplib does, within the connection's Limits.
@@ -248,10 +251,12 @@ class BoundedReplies(smtplib.SMTP):
         if self.sock is None:
             raise smtplib.SMTPServerDisconnected("please run connect() first")
         if self.file is None:
-            self.file = metered_file(self.sock, self._meter, self.timeout)
+            self._raw = MeteredSocket(self.sock, self._meter, self.timeout)
+            self._consumed = 0
+            self.file = io.BufferedReader(self._raw)
         show = self._show_reply if self.debuglevel > 0 else None
         try:
-            code, message = read_reply(self.file, self._meter, show)
+            code, message, size = read_reply(self.file, self._meter, show)
         except Error:
             self.close()
             raise
@@ -269,10 +274,17 @@ class BoundedReplies(smtplib.SMTP):
             if self.sock is not None:
                 # The reply's deadline shortened it; the next send has it whole.
                 self.sock.settimeout(self.timeout)
+        self._consumed += size
         message = scrub_bytes(message)
         if self.debuglevel > 0:
             self._print_debug(f"reply: retcode ({code}); Msg: {message!a}")
         return code, message
+
+    def _unread(self) -> int:
+        """Bytes the server sent that no reply has taken (yet)."""
+        if self.file is None or self._raw is None:
+            return 0
+        return self._raw.received - self._consumed
 
     def _show_reply(self, data: bytes) -> None:
         self._print_debug("reply:", repr(data))

@@ -36,6 +36,7 @@ from .errors import (
     DeliveryUnknown,
     Error,
     InsecureConnection,
+    LimitExceeded,
     ProtocolError,
     Timeout,
     TooManyConnections,
@@ -104,8 +105,10 @@ class SMTP(BoundedReplies):
     Raises:
         AuthenticationFailed: the token was rejected, also after one refresh.
         TooManyConnections: Gmail refused another connection for this user.
-        InsecureConnection: STARTTLS was needed but not offered, or the
-            certificate did not verify; no token was sent.
+        InsecureConnection: STARTTLS was needed but not offered, refused or
+            broken (an answer that is not SMTP, data before the handshake, a
+            failed handshake), or the certificate did not verify; no token was
+            sent.
         ConnectionLost: the server could not be reached.
         Timeout: the server did not answer in time.
         ProtocolError: the server sent something that is not SMTP, or
@@ -201,17 +204,54 @@ class SMTP(BoundedReplies):
                 "so the connection cannot be encrypted; no token was sent. Use the "
                 "implicit-TLS port (465)."
             )
-        with self._wire("STARTTLS"):
+        self._start_tls()
+        self._ehlo()
+
+    def _start_tls(self) -> None:
+        """STARTTLS and the TLS handshake (RFC 3207); any oddity is insecure."""
+        where = f"the SMTP server {self._host}:{self._port}"
+        try:
+            with self._wire("STARTTLS"):
+                code, message = self.docmd("STARTTLS")
+        except ProtocolError as exc:
+            if isinstance(exc, LimitExceeded):
+                raise
+            raise InsecureConnection(
+                f"{where} answered STARTTLS with something that is not SMTP "
+                f"({exc}); no token was sent"
+            ) from exc
+        if code != 220:
+            self.close()
+            raise InsecureConnection(
+                f"{where} refused STARTTLS ({code} {_text(message)}); no token was sent"
+            )
+        if self._unread():
+            # Bytes sent before the handshake would be read as if they came
+            # over TLS (the STARTTLS injection of CVE-2011-0411).
+            self.close()
+            raise InsecureConnection(
+                f"{where} sent data after its answer to STARTTLS, before the TLS "
+                "handshake; no token was sent"
+            )
+        plain, self.file = self.file, None
+        if plain is not None:
+            plain.close()  # what it buffered is dropped, never read over TLS
+        assert self.sock is not None  # docmd() just used it
+        with self._wire("the TLS handshake after STARTTLS"):
             try:
-                # smtplib forgets the EHLO answer here (RFC 3207 section 4.2).
-                smtplib.SMTP.starttls(self, context=self._context)
-            except smtplib.SMTPResponseException as exc:
+                self.sock = self._context.wrap_socket(
+                    self.sock, server_hostname=self._host
+                )
+            except ssl.SSLCertVerificationError:
+                raise  # InsecureConnection, naming the reason
+            except ssl.SSLError as exc:
                 self.close()
                 raise InsecureConnection(
-                    f"the SMTP server {self._host}:{self._port} refused STARTTLS "
-                    f"({exc.smtp_code} {_text(exc.smtp_error)}); no token was sent"
+                    f"the TLS handshake with {where} after STARTTLS failed "
+                    f"({exc.reason or exc}); no token was sent"
                 ) from exc
-        self._ehlo()
+        # RFC 3207 section 4.2: forget what was learned before TLS.
+        self._forget_session()
 
     def _ehlo(self) -> None:
         with self._wire("EHLO"):

@@ -403,9 +403,12 @@ def test_a_trickling_ehlo_reply_times_out(pki: PKI, mode: str) -> None:
     [
         (b"454 4.7.0 TLS not available", InsecureConnection),
         (b"554 5.7.0 no", InsecureConnection),
-        (b"hello", ProtocolError),
-        (b"999 x", ProtocolError),
-        (b"220-go\r\n454 no", ProtocolError),
+        (b"250 2.0.0 not quite", InsecureConnection),
+        (b"hello", InsecureConnection),
+        (b"999 x", InsecureConnection),
+        (b"220-go\r\n454 no", InsecureConnection),
+        # Bytes after the answer, before the handshake: CVE-2011-0411.
+        (b"220 go ahead\r\n250-injected\r\n250 AUTH PLAIN", InsecureConnection),
     ],
     ids=repr,
 )
@@ -420,7 +423,9 @@ def test_starttls_refused_or_garbled_sends_no_token(
         peer.send(answer)
 
     outcome, received, _ = run(script, pki, "starttls")
-    raised(outcome, expected)
+    error = raised(outcome, expected)
+    if b"injected" in answer:
+        assert "before the TLS handshake" in str(error)
     assert received == [b"ehlo client.test", b"STARTTLS"]
 
 
@@ -435,7 +440,8 @@ def test_starttls_answered_by_plain_text_instead_of_tls(pki: PKI) -> None:
         peer.hang()
 
     outcome, received, _ = run(script, pki, "starttls")
-    raised(outcome, ConnectionLost)
+    error = raised(outcome, InsecureConnection)
+    assert "TLS handshake" in str(error)
     assert received[:2] == [b"ehlo client.test", b"STARTTLS"]  # then a ClientHello
     no_auth(received)
 

@@ -509,11 +509,12 @@ def test_no_secret_in_debug_output_or_logs(
 )
 def test_a_reply_reads_as_smtplib_reads_it(wire: bytes) -> None:
     ours = io.BufferedReader(io.BytesIO(wire + b"250 next\r\n"))
-    reply = read_reply(ours, ReplyMeter(Limits()))
+    code, text, size = read_reply(ours, ReplyMeter(Limits()))
     stdlib = smtplib.SMTP()
     stdlib.file = io.BytesIO(wire)
     if len(wire) <= 8192:  # smtplib's own line limit
-        assert reply == stdlib.getreply()
+        assert (code, text) == stdlib.getreply()
+    assert size == len(wire)
     assert ours.read() == b"250 next\r\n"  # the next reply is left alone
 
 
