@@ -34,10 +34,14 @@ _SHORTEST = 6
 
 _lock = threading.Lock()
 _secrets: OrderedDict[str, bytes] = OrderedDict()
+# What scrub() walks: the secrets, longest first (a SASL string holds its
+# token: replace it whole). Rebuilt by remember(), read without the lock.
+_ordered: tuple[tuple[str, bytes], ...] = ()
 
 
 def remember(*secrets: str | bytes) -> None:
     """Register secrets (tokens, SASL strings, raw or base64) to scrub from now on."""
+    global _ordered
     with _lock:
         for secret in secrets:
             text = (
@@ -51,17 +55,12 @@ def remember(*secrets: str | bytes) -> None:
             _secrets.move_to_end(text)
         while len(_secrets) > _KEEP:
             _secrets.popitem(last=False)
-
-
-def _snapshot() -> list[tuple[str, bytes]]:
-    with _lock:
-        # Longest first: a SASL string holds its token; replace it whole.
-        return sorted(_secrets.items(), key=lambda item: -len(item[0]))
+        _ordered = tuple(sorted(_secrets.items(), key=lambda item: -len(item[0])))
 
 
 def scrub(text: str) -> str:
     """``text`` with every registered secret replaced by ``<redacted>``."""
-    for secret, _ in _snapshot():
+    for secret, _ in _ordered:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
@@ -69,7 +68,7 @@ def scrub(text: str) -> str:
 
 def scrub_bytes(data: bytes) -> bytes:
     """``data`` with every registered secret replaced by ``<redacted>``."""
-    for _, secret in _snapshot():
+    for _, secret in _ordered:
         if secret in data:
             data = data.replace(secret, _REDACTED_BYTES)
     return data
