@@ -105,7 +105,7 @@ def _section(report: Report, title: str) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer runs (< 3 min)")
     parser.add_argument(
         "--only", default="1,2,3,4,5,6,7", help="comma-separated scenario numbers"
     )
