@@ -111,6 +111,10 @@ def number(data: object) -> int | None:
     if not isinstance(data, bytes):
         return None
     try:
+        return int(data)  # b"12", imaplib's data for "* 12 EXISTS"
+    except ValueError:
+        pass
+    try:
         return int(data.split()[0])
     except (IndexError, ValueError):
         return None

@@ -68,6 +68,8 @@ _GET_RESPONSE = _stdlib("_get_response")
 _SIMPLE_COMMAND = _stdlib("_simple_command")
 _NEW_TAG = _stdlib("_new_tag")
 _STD_LOG = _stdlib("_log") if __debug__ else None
+# The untagged responses that change what we know of the selected mailbox.
+_TRACKED = frozenset({"EXISTS", "EXPUNGE", "UIDVALIDITY", "UIDNEXT"})
 # imaplib's aborts for a reply it cannot parse (not for a lost connection).
 _MALFORMED = ("unexpected", "socket error: unterminated")
 
@@ -180,8 +182,8 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         self._dead = True
         self._debug_level = _default_debug()
         self._mailbox: tuple[str, bool] | None = None  # (name, readonly)
-        self._box = MailboxState()
         self._selecting = False
+        self._box = MailboxState()
         self._enabled: list[str] = []
         self._idle_queue: list[tuple[str, Any]] | None = None
         self._death = _DEATH
@@ -232,6 +234,7 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
             self._mailbox = (mailbox, readonly)
             raise
         finally:
+            self._settle()  # the EXISTS of the SELECT reply is the count, not growth
             self._selecting = False
         self._mailbox = (mailbox, readonly) if typ == "OK" else None
         return typ, data
@@ -309,8 +312,8 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         line = self.readline()
         if not line:
             raise self.abort("socket error: EOF")
-        if line[-2:] != b"\r\n":
-            if line[-1:] == b"\n":
+        if not line.endswith(b"\r\n"):
+            if line.endswith(b"\n"):
                 raise ProtocolError(
                     f"{self.host}:{self.port} ended a line with LF alone, not "
                     "CRLF; the connection was closed"
@@ -337,8 +340,17 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
             ) from exc
 
     def _append_untagged(self, typ: str, dat: Any) -> None:
-        self._meter.count()
-        self._track(typ, dat)
+        # Runs for every untagged response: kept to a few cheap steps.
+        meter = self._meter
+        meter.lines += 1
+        if meter.lines > meter.limits.response_lines:
+            meter.count(0)  # raises LimitExceeded
+        if typ in _TRACKED:
+            if typ == "EXISTS":
+                # Only the latest counts; _box works out the rest when read.
+                self._exists_seen = dat
+            else:
+                self._track(typ, dat)
         queue = self._idle_queue
         if queue is not None:
             # As Python 3.14's IDLE: (type, [data]); a response with literals
@@ -356,28 +368,44 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         """Store a response as imaplib would, without tracking it again."""
         _APPEND_UNTAGGED(self, typ, dat)
 
+    @property
+    def _box(self) -> MailboxState:
+        """What we know of the selected mailbox, EXISTS responses included."""
+        if self._exists_seen is not None:
+            self._settle()
+        return self._box_state
+
+    @_box.setter
+    def _box(self, state: MailboxState) -> None:
+        self._box_state = state
+        self._exists_seen = None
+
+    def _settle(self) -> None:
+        """Apply the latest EXISTS (a busy mailbox sends them by the thousand)."""
+        dat, self._exists_seen = self._exists_seen, None
+        if dat is None:
+            return
+        uidvalidity, known, uidnext = self._box_state
+        exists = number(dat)
+        if not self._selecting and uidnext is not None:
+            # k new messages took the next k UIDs (RFC 3501 2.3.1.1), so the
+            # UIDNEXT to expect after a reconnect moves by k. A server that
+            # skipped UIDs makes the check fail safe: no repeat, an error.
+            if exists is None or known is None or exists < known:
+                uidnext = None
+            else:
+                uidnext += exists - known
+        self._box_state = MailboxState(uidvalidity, exists, uidnext)
+
     def _track(self, typ: str, dat: Any) -> None:
-        box = self._box
-        if typ == "EXISTS":
-            exists = number(dat)
-            uidnext = box.uidnext
-            if not self._selecting and uidnext is not None:
-                # k new messages took the next k UIDs (RFC 3501 2.3.1.1), so the
-                # UIDNEXT to expect after a reconnect moves by k. A server that
-                # skipped UIDs makes the check fail safe: no repeat, an error.
-                grown = (
-                    None
-                    if exists is None or box.exists is None
-                    else (exists - box.exists)
-                )
-                uidnext = uidnext + grown if grown is not None and grown >= 0 else None
-            self._box = MailboxState(box.uidvalidity, exists, uidnext)
-        elif typ == "EXPUNGE" and box.exists is not None:
-            self._box = MailboxState(box.uidvalidity, box.exists - 1, box.uidnext)
+        uidvalidity, known, uidnext = self._box
+        if typ == "EXPUNGE":
+            if known is not None:
+                self._box = MailboxState(uidvalidity, known - 1, uidnext)
         elif typ == "UIDVALIDITY":
-            self._box = MailboxState(number(dat), box.exists, box.uidnext)
-        elif typ == "UIDNEXT":
-            self._box = MailboxState(box.uidvalidity, box.exists, number(dat))
+            self._box = MailboxState(number(dat), known, uidnext)
+        else:  # UIDNEXT
+            self._box = MailboxState(uidvalidity, known, number(dat))
 
     if __debug__:
 
