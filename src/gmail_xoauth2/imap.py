@@ -32,7 +32,7 @@ from ._imap_sasl import authenticate
 from ._imap_session import SessionLifecycle
 from ._imap_transport import BufferedTransport
 from ._limits import DEFAULT_LIMITS, Limits, ReplyMeter
-from ._redact import get_logger, scrub, scrub_exception
+from ._redact import get_logger, scrub, scrub_bytes, scrub_exception
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
@@ -428,13 +428,16 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
             # state, or a socket error); a new session would only leak.
             return cast(Response, _SIMPLE_COMMAND(self, name, *args))
         try:
-            return self._guarded_command(name, args)
+            typ, data = self._guarded_command(name, args)
         except BaseException as exc:
             scrub_exception(exc)
             if isinstance(exc, ProtocolError):
                 # A malformed or oversized reply: the stream is out of step.
                 self._drop()
             raise
+        # The tagged reply's text is the server's words, like an exception's:
+        # one that quotes the SASL string back does not hand it on.
+        return typ, [scrub_bytes(d) if isinstance(d, bytes) else d for d in data]
 
     def _guarded_command(self, name: str, args: tuple[Any, ...]) -> Response:
         """One command, with the session replaced before or after it as needed."""
