@@ -10,6 +10,7 @@ standard library's debug output.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -37,11 +38,18 @@ _secrets: OrderedDict[str, bytes] = OrderedDict()
 # What scrub() walks: the secrets, longest first (a SASL string holds its
 # token: replace it whole). Rebuilt by remember(), read without the lock.
 _ordered: tuple[tuple[str, bytes], ...] = ()
+# Tokens and base64 strings (not the raw SASL strings, which hold the user's
+# address): a server that quotes one cut short still shows part of a secret.
+_fragmentable: tuple[str, ...] = ()
+# A run of token or base64 characters long enough to be part of a secret.
+_RUN = re.compile(r"[A-Za-z0-9+/=._~-]{16,}")
+_RUN_BYTES = re.compile(rb"[A-Za-z0-9+/=._~-]{16,}")
+_PUNCTUATION = "._-=~"
 
 
 def remember(*secrets: str | bytes) -> None:
     """Register secrets (tokens, SASL strings, raw or base64) to scrub from now on."""
-    global _ordered
+    global _ordered, _fragmentable
     with _lock:
         for secret in secrets:
             text = (
@@ -56,22 +64,44 @@ def remember(*secrets: str | bytes) -> None:
         while len(_secrets) > _KEEP:
             _secrets.popitem(last=False)
         _ordered = tuple(sorted(_secrets.items(), key=lambda item: -len(item[0])))
+        _fragmentable = tuple(k for k in _secrets if "\x01" not in k)
+
+
+def _fragment(run: str) -> str:
+    """``run``, its core replaced if it is part of a secret (punctuation kept)."""
+    core = run.strip(_PUNCTUATION)
+    if len(core) < 16 or not any(core in secret for secret in _fragmentable):
+        return run
+    start = run.index(core)
+    return run[:start] + REDACTED + run[start + len(core) :]
 
 
 def scrub(text: str) -> str:
-    """``text`` with every registered secret replaced by ``<redacted>``."""
+    """``text`` with every registered secret replaced by ``<redacted>``.
+
+    Whole secrets, and runs of 16 or more token or base64 characters that are
+    part of one (a server may quote the AUTH line cut short).
+    """
+    if not _ordered:
+        return text
     for secret, _ in _ordered:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return text
+    return _RUN.sub(lambda match: _fragment(match.group()), text)
 
 
 def scrub_bytes(data: bytes) -> bytes:
-    """``data`` with every registered secret replaced by ``<redacted>``."""
+    """``data`` with every registered secret replaced, as :func:`scrub` does."""
+    if not _ordered:
+        return data
     for _, secret in _ordered:
         if secret in data:
             data = data.replace(secret, _REDACTED_BYTES)
-    return data
+
+    def fragment(match: re.Match[bytes]) -> bytes:
+        return _fragment(match.group().decode("ascii")).encode("ascii")
+
+    return _RUN_BYTES.sub(fragment, data)
 
 
 def _scrub_value(value: Any, depth: int = 0) -> Any:
