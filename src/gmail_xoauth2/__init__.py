@@ -30,6 +30,7 @@ from .errors import (
 # typing.TYPE_CHECKING without importing typing (mypy honours the name).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._backoff import Backoff
     from ._constants import GMAIL_IMAP_HOST, GMAIL_POP_HOST, GMAIL_SMTP_HOST
     from ._limits import Limits
     from ._tokens import StaticTokenProvider, TokenProvider
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Backoff": "._backoff",
     "GMAIL_IMAP_HOST": "._constants",
     "GMAIL_POP_HOST": "._constants",
     "GMAIL_SMTP_HOST": "._constants",
@@ -82,6 +84,7 @@ __all__ = [
     "POP3",
     "SMTP",
     "AuthenticationFailed",
+    "Backoff",
     "ChallengeDecodeError",
     "ConfigurationError",
     "ConnectionLost",

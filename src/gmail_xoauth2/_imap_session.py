@@ -16,12 +16,18 @@ import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._backoff import Backoff
+from ._backoff import Backoff, Retry
 from ._imap_policy import Kind, MailboxState
 from ._redact import get_logger
 from ._session import SessionDeadline
 from ._tokens import TokenProvider
-from .errors import ConnectionLost, Error, InsecureConnection, Timeout
+from .errors import (
+    ConnectionLost,
+    Error,
+    InsecureConnection,
+    Timeout,
+    TooManyConnections,
+)
 
 __all__ = ["SessionLifecycle"]
 
@@ -54,6 +60,11 @@ class SessionLifecycle:
     _box: MailboxState
     _death: tuple[type[BaseException], ...]
     """What a dead connection looks like: imaplib's abort (BYE, EOF) or OSError."""
+
+    @property
+    def _retryable(self) -> tuple[type[BaseException], ...]:
+        """Failures of a reconnect attempt worth another attempt."""
+        return (*self._death, Timeout)
 
     if TYPE_CHECKING:
         # imaplib.IMAP4's.
@@ -185,19 +196,24 @@ class SessionLifecycle:
     ) -> None:
         """Replace the connection: new socket, fresh token, same mailbox."""
         host, port = self._server
-        _log.info("reconnecting %s to %s:%s: %s", self._user, host, port, why)
+        # Routine (Gmail ends every OAuth session within the hour): DEBUG.
+        _log.debug("reconnecting %s to %s:%s: %s", self._user, host, port, why)
         state = self.state
         if polite and not self._dead:
             with self._raw(), contextlib.suppress(*self._death):
                 self._simple_command("LOGOUT")
         self._drop()
-        delays = self._backoff.delays()
+        retry = self._backoff.start(f"IMAP server {host}:{port}", logger=_log)
         while True:
             try:
                 self._open_session()
-            except self._death as exc:
+            except TooManyConnections as exc:
                 self._drop()
-                self._next_attempt(delays, exc, state)
+                self._next_attempt(retry, exc, state, too_many=True)
+                continue
+            except self._retryable as exc:
+                self._drop()
+                self._next_attempt(retry, exc, state)
                 continue
             except BaseException:
                 # Keep the logical state so the next command tries again.
@@ -210,11 +226,11 @@ class SessionLifecycle:
                 # again: it stays in AUTH, as imaplib's select() left it.
                 self.reconnects += 1
                 raise
-            except self._death as exc:
+            except self._retryable as exc:
                 # A new session that dies before the mailbox is selected again
                 # is a failed attempt like any other: try again.
                 self._drop()
-                self._next_attempt(delays, exc, state)
+                self._next_attempt(retry, exc, state)
                 continue
             except BaseException:
                 self._drop()
@@ -224,18 +240,20 @@ class SessionLifecycle:
             return
 
     def _next_attempt(
-        self, delays: Iterator[float], exc: BaseException, state: str
+        self, retry: Retry, exc: BaseException, state: str, *, too_many: bool = False
     ) -> None:
-        """After a failed reconnect attempt: wait the next delay, or give up."""
+        """After a failed reconnect attempt: wait (logged), or give up."""
+        if retry.wait(exc, too_many=too_many):
+            return
+        # Keep the logical state so the next command tries again.
+        self.state = state
+        if too_many:
+            raise exc
         host, port = self._server
-        if next(delays, None) is None:
-            # Keep the logical state so the next command tries again.
-            self.state = state
-            attempts = self._backoff.attempts + 1
-            raise self._lost(
-                f"could not reconnect to {host}:{port} after {attempts} attempts: {exc}"
-            ) from exc
-        _log.info("reconnect to %s:%s failed (%s); retrying", host, port, exc)
+        raise self._lost(
+            f"could not reconnect to {host}:{port} after {retry.attempts} "
+            f"attempts: {exc}"
+        ) from exc
 
     def _open_session(self) -> None:
         """Connect, secure, authenticate; on any failure the socket is closed."""

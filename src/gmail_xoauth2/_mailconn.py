@@ -12,7 +12,13 @@ from . import sasl
 from ._backoff import Backoff
 from ._redact import get_logger, remember
 from ._tokens import TokenProvider
-from .errors import AuthenticationFailed, ChallengeDecodeError, ConnectionLost, Timeout
+from .errors import (
+    AuthenticationFailed,
+    ChallengeDecodeError,
+    ConnectionLost,
+    Timeout,
+    TooManyConnections,
+)
 
 __all__ = [
     "Dead",
@@ -140,27 +146,31 @@ def reconnect(
 ) -> None:
     """Call ``connect`` until it succeeds, backing off while the server is away.
 
-    A rejected token, too many connections or an insecure server are raised at
-    once; an unreachable or refusing server is tried ``backoff.attempts`` more
-    times.
+    A rejected token or an insecure server is raised at once; too many
+    connections too, unless ``backoff.too_many_connections`` says to wait it
+    out; an unreachable or refusing server is tried again as ``backoff``
+    allows. Every wait is logged once, at WARNING.
 
     Raises:
-        ConnectionLost: every attempt found the server unavailable.
+        ConnectionLost: the backoff gave up on an unavailable server.
+        TooManyConnections: Gmail refused another connection for the user.
     """
-    delays = backoff.delays()
-    attempts = 1
+    retry = backoff.start(where, logger=_log)
     while True:
         try:
             connect()
             return
+        except TooManyConnections as exc:
+            abandon()
+            if not retry.wait(exc, too_many=True):
+                raise
         except (Dead, Timeout) as exc:
             abandon()
-            if next(delays, None) is None:
+            if not retry.wait(exc):
                 raise ConnectionLost(
-                    f"could not reconnect to {where} after {attempts} attempts: {exc}"
+                    f"could not reconnect to {where} after {retry.attempts} "
+                    f"attempts: {exc}"
                 ) from exc
-            attempts += 1
-            _log.info("%s unavailable (%s); trying again", where, exc)
         except BaseException:
             abandon()
             raise
