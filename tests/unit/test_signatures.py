@@ -1,0 +1,176 @@
+"""Widened IMAP signatures send what imaplib sends; the type check sees the docs."""
+
+from __future__ import annotations
+
+import imaplib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from gmail_xoauth2._imap_session import SessionLifecycle
+from gmail_xoauth2._imap_signatures import TypedCommands
+from gmail_xoauth2._imap_transport import BufferedTransport
+from gmail_xoauth2.imap import IMAP4
+from gmail_xoauth2.testing.gmail import FakeGmail
+
+ROOT = Path(__file__).resolve().parents[2]
+ALICE = "alice@example.com"
+WIDENED = ["copy", "fetch", "search", "sort", "store", "thread", "uid"]
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of scripts/ imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+typecheck = load_script("typecheck")
+
+
+class TypedIMAP4(IMAP4, TypedCommands):
+    """IMAP4 with the mixin; its own methods first, as in its intended bases.
+
+    The order also stays valid once IMAP4 lists TypedCommands among its bases.
+    """
+
+
+# --- the mixin --------------------------------------------------------------
+
+
+def test_the_intended_bases_make_a_class() -> None:
+    class Intended(TypedCommands, SessionLifecycle, BufferedTransport, imaplib.IMAP4):
+        pass
+
+    assert Intended.uid is TypedCommands.uid
+    assert Intended.__mro__[-2] is imaplib.IMAP4
+
+
+def test_widens_only_what_it_lists() -> None:
+    own = sorted(n for n, v in vars(TypedCommands).items() if inspect.isfunction(v))
+    assert own == WIDENED
+
+
+@pytest.mark.parametrize("name", WIDENED)
+def test_parameters_are_imaplibs(name: str) -> None:
+    """Same names, kinds and defaults: keyword calls and omissions behave as before."""
+
+    def shape(function: object) -> list[tuple[str, object, object]]:
+        params = inspect.signature(function).parameters.values()  # type: ignore[arg-type]
+        return [(p.name, p.kind, p.default) for p in params]
+
+    assert shape(getattr(TypedCommands, name)) == shape(getattr(imaplib.IMAP4, name))
+
+
+@pytest.fixture
+def gmail() -> Iterator[FakeGmail]:
+    with FakeGmail(users=(ALICE,)) as fake:
+        for n in (1, 2):
+            fake.deliver(ALICE, f"Subject: note {n}\r\n\r\nbody {n}\r\n".encode())
+        yield fake
+
+
+@pytest.fixture
+def imap(gmail: FakeGmail) -> Iterator[TypedIMAP4]:
+    tokens = gmail.token_provider(ALICE)
+    with TypedIMAP4(
+        ALICE, tokens, gmail.host, gmail.imap_port, ssl_context=gmail.ssl_context()
+    ) as imap:
+        imap.select("INBOX")
+        yield imap
+
+
+def sent(gmail: FakeGmail) -> list[bytes]:
+    """The commands the client sent, without their tags."""
+    return [
+        line.data.split(b" ", 1)[1]
+        for line in gmail.transcript("imap")
+        if line.direction == "C" and b" " in line.data
+    ]
+
+
+def test_none_and_bytes_arguments_go_out_as_imaplib_sends_them(
+    gmail: FakeGmail, imap: TypedIMAP4
+) -> None:
+    assert imap.uid("SEARCH", None, "ALL") == ("OK", [b"1 2"])
+    assert imap.search(None, b"SUBJECT", b'"note 2"') == ("OK", [b"2"])
+    typ, data = imap.search(None, "ALL")
+    first = data[0].split()[0]  # bytes, as imaplib's users pass them on
+    typ, data = imap.fetch(first, b"(FLAGS)")
+    assert typ == "OK" and data[0].startswith(b"1 (")
+    assert imap.store(first, b"+FLAGS", "\\Flagged")[0] == "OK"
+    assert imap.uid("FETCH", b"2", "(UID)")[0] == "OK"
+    assert imap.create("Archive")[0] == "OK"
+    assert imap.copy(b"2", "Archive")[0] == "OK"
+    assert sent(gmail)[-8:] == [
+        b"UID SEARCH ALL",
+        b'SEARCH SUBJECT "note 2"',
+        b"SEARCH ALL",
+        b"FETCH 1 (FLAGS)",
+        b"STORE 1 +FLAGS (\\Flagged)",
+        b"UID FETCH 2 (UID)",
+        b"CREATE Archive",
+        b"COPY 2 Archive",
+    ]
+    assert gmail.messages(ALICE, "Archive") == gmail.messages(ALICE)[1:]
+
+
+def test_sort_and_thread_pass_their_criteria_through(
+    gmail: FakeGmail, imap: TypedIMAP4
+) -> None:
+    # The fake Gmail, like Gmail, has neither extension: the command is
+    # refused, but only after imaplib has sent it.
+    with pytest.raises(imaplib.IMAP4.error):
+        imap.sort("DATE", "UTF-8", b"ALL")
+    with pytest.raises(imaplib.IMAP4.error):
+        imap.thread("REFERENCES", "UTF-8", "SUBJECT", b"note")
+    assert sent(gmail)[-2:] == [
+        b"SORT (DATE) UTF-8 ALL",
+        b"THREAD REFERENCES UTF-8 SUBJECT note",
+    ]
+
+
+# --- the docs' blocks, as scripts/typecheck.py hands them to mypy -----------
+
+
+def test_the_type_check_sees_the_blocks_test_docs_runs() -> None:
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    try:
+        import test_docs
+    finally:
+        sys.path.remove(str(ROOT / "tests" / "unit"))
+    ours = [
+        (block.page, block.number, block.code.strip() + "\n")
+        for block in typecheck.every_block()
+    ]
+    assert ours == test_docs.every_python_block()
+    assert ours, "no Python block found in docs/"
+
+
+def test_a_block_keeps_its_page_line_numbers() -> None:
+    for block in typecheck.every_block():
+        page = (ROOT / "docs" / block.page).read_text().splitlines()
+        source = block.source().splitlines()
+        assert source[0] == typecheck.WAIVER
+        for number, line in enumerate(source[block.line - 1 :], start=block.line):
+            assert line == page[number - 1][3:], (block.page, number)
+
+
+def test_the_report_names_the_page() -> None:
+    report = "/tmp/x/docs_index_0.py:37: error: boom  [index]\n"
+    mapped = typecheck.to_pages(report, {"/tmp/x/docs_index_0.py": "docs/index.rst"})
+    assert mapped == "docs/index.rst:37: error: boom  [index]\n"
+
+
+def test_block_modules_are_unique() -> None:
+    modules = [block.module for block in typecheck.every_block()]
+    assert len(modules) == len(set(modules))
+    assert all(module.isidentifier() for module in modules)
