@@ -32,8 +32,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._backoff import Backoff
     from ._constants import GMAIL_IMAP_HOST, GMAIL_POP_HOST, GMAIL_SMTP_HOST
+    from ._imap_idle import Idler
+    from ._imap_watch import NewMessage, UIDValidityChanged, Watcher
     from ._limits import Limits
-    from ._tokens import StaticTokenProvider, TokenProvider
+    from ._store import TokenFile
+    from ._tokens import Clock, StaticTokenProvider, TokenProvider, TokenSource
     from .auth import GoogleTokenProvider, authorize
     from .imap import IMAP4
     from .pop import POP3
@@ -59,6 +62,9 @@ _LAZY = {
     "Limits": "._limits",
     "StaticTokenProvider": "._tokens",
     "TokenProvider": "._tokens",
+    "Clock": "._tokens",
+    "TokenSource": "._tokens",
+    "TokenFile": "._store",
     "IMAP_ADMIN_SCOPE": ".sasl",
     "MAIL_SCOPE": ".sasl",
     "ErrorChallenge": ".sasl",
@@ -70,6 +76,10 @@ _LAZY = {
     "GoogleTokenProvider": ".auth",
     "authorize": ".auth",
     "IMAP4": ".imap",
+    "Idler": "._imap_idle",
+    "NewMessage": "._imap_watch",
+    "UIDValidityChanged": "._imap_watch",
+    "Watcher": "._imap_watch",
     "POP3": ".pop",
     "SMTP": ".smtp",
 }
@@ -86,24 +96,31 @@ __all__ = [
     "AuthenticationFailed",
     "Backoff",
     "ChallengeDecodeError",
+    "Clock",
     "ConfigurationError",
     "ConnectionLost",
     "DeliveryUnknown",
     "Error",
     "ErrorChallenge",
     "GoogleTokenProvider",
+    "Idler",
     "InsecureConnection",
     "InsecureTokenFile",
     "LimitExceeded",
     "Limits",
+    "NewMessage",
     "ProtocolError",
     "StaticTokenProvider",
     "Timeout",
     "TokenError",
+    "TokenFile",
     "TokenProvider",
     "TokenRevokedError",
+    "TokenSource",
     "TooManyConnections",
+    "UIDValidityChanged",
     "UnsupportedFlow",
+    "Watcher",
     "__version__",
     "authorize",
     "decode_error_challenge",

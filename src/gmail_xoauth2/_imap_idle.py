@@ -9,6 +9,8 @@ RFC 2177 allows, and replaces the session when the server ends it.
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -39,6 +41,9 @@ class Idler:
     (``[(b'1 (BODY[] {3}', b'abc'), b')']``). Leaving sends ``DONE``.
     Responses not consumed in the block are left in ``untagged_responses``,
     as imaplib does. While idling, no other command may be sent.
+
+    :meth:`stop`, from any thread, ends the iteration at once (the waiting
+    thread wakes up, and leaving the block sends ``DONE`` as usual).
     """
 
     def __init__(self, imap: IMAP4, duration: float | None = None) -> None:
@@ -51,6 +56,22 @@ class Idler:
         self._saved_state = imap.state
         self._started: datetime | None = None
         self._renew_at: datetime | None = None
+        self._stopped = threading.Event()
+        # Written to by stop(): wakes the select() of the thread that idles.
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+
+    def stop(self) -> None:
+        """End the iteration from any thread; the idling thread wakes at once."""
+        self._stopped.set()
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                wake[1].send(b"\0")
+
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopped.is_set()
 
     # --- context manager and iterator (Python 3.14's interface) -------------
 
@@ -72,14 +93,24 @@ class Idler:
             self._report_growth(before)
         self._saved_state = imap.state
         self._started = self._now()
+        self._wake = socket.socketpair()
+        imap._wake = self._wake[0]
         imap._idle_queue = self._queue
         try:
             self._guarded(self._begin)
         except BaseException:
             imap._idle_queue = None
+            self._close_wake()
             raise
         imap.state = "IDLING"
         return self
+
+    def _close_wake(self) -> None:
+        wake, self._wake = self._wake, None
+        self._imap._wake = None
+        if wake is not None:
+            for sock in wake:
+                sock.close()
 
     def __exit__(
         self,
@@ -95,6 +126,7 @@ class Idler:
             _log.debug("connection lost while leaving IDLE: %s", error)
             imap._drop()
         finally:
+            self._close_wake()
             imap._idle_queue = None
             imap.state = self._saved_state
             for typ, data in self._queue:
@@ -108,6 +140,8 @@ class Idler:
         return self
 
     def __next__(self) -> Untagged:
+        if self._stopped.is_set():
+            raise StopIteration
         timeout = None
         if self._duration is not None and self._started is not None:
             left = self._duration - (self._now() - self._started).total_seconds()
@@ -193,7 +227,7 @@ class Idler:
         while True:
             if self._queue:
                 return self._queue.pop(0)
-            if waited:
+            if waited or self._stopped.is_set():
                 return None
             now = self._now()
             if end is not None and now >= end:
@@ -296,7 +330,7 @@ class Idler:
     def _recover(self, why: str, *, polite: bool = False) -> None:
         imap = self._imap
         self._tag = None
-        before = imap._box.exists
+        before, validity = imap._box.exists, imap._box.uidvalidity
         imap._idle_queue = None
         imap.state = self._saved_state
         try:
@@ -304,6 +338,11 @@ class Idler:
         finally:
             imap._idle_queue = self._queue
         imap.state = "IDLING"
+        after = imap._box.uidvalidity
+        if after != validity and after is not None:
+            # The mailbox selected again is not the one we idled on (RFC 3501
+            # 2.3.1.1): say so, as the server does in SELECT's reply.
+            self._queue.append(("UIDVALIDITY", [str(after).encode("ascii")]))
         self._report_growth(before)
 
     def _report_growth(self, before: int | None) -> None:

@@ -8,6 +8,7 @@ already ended the session before a command is sent.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import select
 import socket
@@ -45,6 +46,8 @@ class BufferedTransport:
     _use_starttls: bool
     _ssl_context: ssl.SSLContext
     _meter: ReplyMeter
+    _wake: socket.socket | None
+    """Set while idling: readable when another thread wants the wait to end."""
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
         if timeout is not None and not timeout:
@@ -239,5 +242,13 @@ class BufferedTransport:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         wait = None if timeout is None else max(0.0, timeout)
-        ready, _, _ = select.select([sock], [], [], wait)
+        wake = self._wake
+        if wake is None:
+            ready, _, _ = select.select([sock], [], [], wait)
+            return bool(ready)
+        ready, _, _ = select.select([sock, wake], [], [], wait)
+        if wake in ready:
+            with contextlib.suppress(OSError):
+                wake.recv(64)
+            return False
         return bool(ready)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import imaplib
 import ssl
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -31,6 +32,7 @@ from ._imap_policy import (
 from ._imap_sasl import authenticate
 from ._imap_session import SessionLifecycle
 from ._imap_transport import BufferedTransport
+from ._imap_watch import NewMessage, UIDValidityChanged, Watcher
 from ._limits import DEFAULT_LIMITS, Limits, ReplyMeter
 from ._redact import get_logger, scrub, scrub_bytes, scrub_exception
 from ._session import SessionDeadline
@@ -45,7 +47,14 @@ from .errors import (
     TooManyConnections,
 )
 
-__all__ = ["IMAP4", "IMAPConnectionLost", "Idler"]
+__all__ = [
+    "IMAP4",
+    "IMAPConnectionLost",
+    "Idler",
+    "NewMessage",
+    "UIDValidityChanged",
+    "Watcher",
+]
 
 _log = get_logger(__name__)
 
@@ -186,6 +195,7 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         self._box = MailboxState()
         self._enabled: list[str] = []
         self._idle_queue: list[tuple[str, Any]] | None = None
+        self._wake = None
         self._death = _DEATH
         self.reconnects = 0
         """How many times the connection was replaced (for monitoring)."""
@@ -266,6 +276,52 @@ class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
         IDLE resumed; an ``EXISTS`` is yielded when the mailbox grew meanwhile.
         """
         return Idler(self, duration)
+
+    def watch(
+        self,
+        mailbox: str = "INBOX",
+        *,
+        since_uid: int | None = None,
+        uidvalidity: int | None = None,
+        backoff: Backoff | None = None,
+        poll: float = 60.0,
+        stop: threading.Event | None = None,
+    ) -> Watcher:
+        """New messages in ``mailbox``, each once, in UID order, for days on end.
+
+        Selects ``mailbox`` and yields a :class:`NewMessage` (``uid``,
+        ``uidvalidity``) for every message that arrives from now on (or
+        after ``since_uid``, to resume where a previous run stopped: pass the
+        saved ``last_uid`` and ``uidvalidity``), across session ends, token
+        refreshes and outages of any length, mail that came while
+        disconnected included. If the mailbox's UIDs are renumbered
+        (UIDVALIDITY changes), a :class:`UIDValidityChanged` is yielded and
+        the watch goes on from the new numbering. Waits with IDLE when the
+        server offers it (renewed every 27 minutes), else with NOOP every
+        ``poll`` seconds.
+
+        While watching, reconnects wait as ``backoff`` says, by default
+        :meth:`Backoff.forever`: an outage never ends the watch. Between two
+        items the connection may be used for anything (fetch the message,
+        label it). ``stop`` (a :class:`threading.Event`) or the watcher's
+        ``stop()`` ends the iteration from another thread within a second.
+
+        ::
+
+            with imap.watch("INBOX") as watcher:
+                for event in watcher:
+                    if isinstance(event, NewMessage):
+                        typ, data = imap.uid("FETCH", str(event.uid), "(RFC822)")
+        """
+        return Watcher(
+            self,
+            mailbox,
+            since_uid=since_uid,
+            uidvalidity=uidvalidity,
+            backoff=backoff,
+            poll=poll,
+            stop=stop,
+        )
 
     # --- imaplib overrides ---------------------------------------------------
 
