@@ -39,7 +39,10 @@ MAIL_SCOPE = "https://mail.google.com/"
 """The OAuth scope Gmail requires for IMAP, POP and SMTP."""
 
 IMAP_ADMIN_SCOPE = "https://www.googleapis.com/auth/gmail.imap_admin"
-"""Workspace domain-wide delegation only: every label and message shown over IMAP."""
+"""For Workspace service accounts with domain-wide delegation only.
+
+Every label and message is shown over IMAP, whatever the user's IMAP settings.
+"""
 
 _SOH = "\x01"
 # RFC 7628 section 3.2.3: after an error challenge the client answers one ^A.
