@@ -1,10 +1,14 @@
-"""Widened IMAP signatures send what imaplib sends; the type check sees the docs."""
+"""Typed for user code: widened IMAP commands, docs type-checked, public types shown."""
 
 from __future__ import annotations
 
+import ast
 import imaplib
+import importlib
 import importlib.util
 import inspect
+import itertools
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,3 +178,67 @@ def test_block_modules_are_unique() -> None:
     modules = [block.module for block in typecheck.every_block()]
     assert len(modules) == len(set(modules))
     assert all(module.isidentifier() for module in modules)
+
+
+# --- the public names in signatures, exported and documented ----------------
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [("Clock", "_tokens"), ("TokenSource", "_tokens"), ("TokenFile", "_store")],
+)
+def test_names_in_public_signatures_are_exported(name: str, module: str) -> None:
+    import gmail_xoauth2
+
+    defined = importlib.import_module(f"gmail_xoauth2.{module}")
+    assert name in gmail_xoauth2.__all__
+    assert getattr(gmail_xoauth2, name) is getattr(defined, name)
+
+
+def api_entries() -> dict[str, tuple[str, str]]:
+    """``py:data`` and ``py:type`` entries of the API page: name -> (value, text)."""
+    page = (ROOT / "docs" / "api.rst").read_text()
+    entries = re.finditer(
+        r"^\.\. py:(?:data|type):: gmail_xoauth2\.(\w+)\n"
+        r"(?:   :type: .*\n)?   :(?:value|canonical): (.*)\n\n((?:   .*\n|\n)*)",
+        page,
+        re.M,
+    )
+    return {match[1]: (match[2], " ".join(match[3].split())) for match in entries}
+
+
+def attribute_docstring(module: ModuleType, name: str) -> str:
+    """The string literal under ``name = ...`` in the module's source."""
+    tree = ast.parse(Path(module.__file__ or "").read_text())
+    for node, following in itertools.pairwise(tree.body):
+        if (
+            isinstance(node, ast.Assign)
+            and [target.id for target in node.targets if isinstance(target, ast.Name)]
+            == [name]
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
+            return str(following.value.value)
+    raise AssertionError(f"{module.__name__}.{name} has no docstring")
+
+
+@pytest.mark.parametrize("name", ["MAIL_SCOPE", "IMAP_ADMIN_SCOPE"])
+def test_the_api_page_shows_each_scope_as_the_code_has_it(name: str) -> None:
+    from gmail_xoauth2 import sasl
+
+    value, text = api_entries()[name]
+    assert ast.literal_eval(value) == getattr(sasl, name)
+    assert text == " ".join(attribute_docstring(sasl, name).split())
+
+
+@pytest.mark.parametrize("name", ["Clock", "TokenSource"])
+def test_the_api_page_spells_each_alias_out_as_the_code_has_it(name: str) -> None:
+    from collections.abc import Callable
+    from datetime import datetime
+
+    import gmail_xoauth2
+
+    value, _ = api_entries()[name]
+    names = {"Callable": Callable, "datetime": datetime}
+    names["TokenProvider"] = gmail_xoauth2.TokenProvider
+    assert eval(value, names) == getattr(gmail_xoauth2, name)
