@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 
 ruff check .
 ruff format --check .
-mypy
+# mypy --strict on pyproject.toml's files (src/, tests/typing/, examples/...) and,
+# in the same run, on every Python block of docs/ as a user's code: one mypy
+# invocation, so the package is analysed once (under 1 s warm, 11 s cold).
+python scripts/typecheck.py
 if [[ -f docs/conf.py ]]; then
     python -m sphinx -W -q -b html docs docs/_build/html
 fi

@@ -11,17 +11,21 @@ from email.message import EmailMessage
 import gmail_xoauth2
 from gmail_xoauth2 import (
     IMAP4,
+    IMAP_ADMIN_SCOPE,
     MAIL_SCOPE,
     POP3,
     SMTP,
     AuthenticationFailed,
+    Clock,
     ConnectionLost,
     DeliveryUnknown,
     ErrorChallenge,
     GoogleTokenProvider,
     StaticTokenProvider,
+    TokenFile,
     TokenProvider,
     TokenRevokedError,
+    TokenSource,
     authorize,
     decode_error_challenge,
     oauthbearer_response,
@@ -51,6 +55,34 @@ def providers(path: str) -> TokenProvider:
     sa = GoogleTokenProvider.from_service_account_file(path, "user@example.com")
     print(sa.token())
     return authorize("client_secrets.json", "token.json", open_browser=False)
+
+
+def imaplib_forms(imap: IMAP4) -> None:
+    """imaplib's documented forms, which typeshed's imaplib stubs alone refuse."""
+    typ, data = imap.uid("SEARCH", None, "ALL")
+    for uid in data[0].split():
+        print(imap.uid("FETCH", uid, "(BODY.PEEK[])"))
+    typ, data = imap.search(None, "UNSEEN")
+    first: bytes = data[0].split()[0]
+    typ, fetched = imap.fetch(first, "(BODY.PEEK[HEADER])")
+    header: bytes = fetched[0][1]
+    print(typ, header.decode())
+    print(imap.search("UTF-8", b"SUBJECT", "caf\u00e9".encode()))
+    print(imap.store(first, "+FLAGS", "\\Seen"), imap.copy(first, "Archive"))
+    print(imap.uid("STORE", b"7", "+FLAGS", "(\\Seen)"), imap.uid("COPY", first, "X"))
+    print(imap.sort("DATE", "UTF-8", "ALL"), imap.thread("REFERENCES", "UTF-8", b"ALL"))
+
+
+def public_types(path: str) -> None:
+    clock: Clock = ManualClock()
+    tokens: TokenSource = lambda: "ya29.t"  # noqa: E731
+    store = TokenFile(path)
+    with store.locked():
+        print(store.read(), store.cached_token(clock(), timedelta(minutes=5)))
+    google = GoogleTokenProvider.from_authorized_user_file(path, clock=clock)
+    print(google.token(), IMAP_ADMIN_SCOPE)
+    with IMAP4("a@example.com", tokens, clock=clock) as imap:
+        imaplib_forms(imap)
 
 
 def protocols(tokens: TokenProvider) -> None:
