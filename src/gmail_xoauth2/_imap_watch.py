@@ -219,9 +219,11 @@ class Watcher:
         return max(uids, default=0)
 
     def _search(self) -> bool:
-        """Queue the messages above the last UID reported; True if any."""
+        """Queue the messages above the last UID reported; True if any, or if
+        the mailbox grew meanwhile (then it is worth looking again)."""
         imap = self._imap
         last = self._last or 0
+        exists = imap._box.exists
         try:
             # "UID n:*" always matches the highest UID, even when it is below
             # n (RFC 3501 section 6.4.8): keep only the UIDs above the last.
@@ -236,7 +238,9 @@ class Watcher:
             raise ProtocolError(f"UID SEARCH failed in {self._mailbox}: {data!r}")
         fresh = sorted(uid for uid in _uids(data) if uid > last)
         if not fresh:
-            return False
+            # A server may announce mail after the SEARCH results, in the same
+            # reply (Dovecot does): IDLE would not say it again, so look again.
+            return imap._box.exists != exists
         validity = self._validity or 0
         self._pending.extend(NewMessage(uid, validity) for uid in fresh)
         self._last = fresh[-1]
