@@ -1,10 +1,11 @@
-"""Watch the INBOX with IMAP IDLE and print each new message, for hours or days.
+"""Watch the INBOX and print each new message, for hours or days.
 
     python watch_inbox.py --token-file token.json --user you@gmail.com
 
-Gmail ends the session every hour, when the access token expires; IMAP4 reconnects
-with a fresh token and resumes IDLE, so this loop never sees it. Stop with Ctrl-C,
-or after ``--hours`` or ``--max-messages``. Against the fake Gmail add
+IMAP4.watch() reports every new message once, in order, across Gmail's hourly
+session ends, token refreshes and network outages of any length (it waits and
+reconnects as long as it takes). Stop with Ctrl-C or SIGTERM, or after
+``--hours`` or ``--max-messages``. Against the fake Gmail add
 ``--host 127.0.0.1 --port PORT --cafile CA.pem``.
 """
 
@@ -14,16 +15,18 @@ import argparse
 import email
 import email.policy
 import os
+import signal
 import ssl
-import time
+import threading
+from types import FrameType
 
-from gmail_xoauth2 import GMAIL_IMAP_HOST, IMAP4, GoogleTokenProvider
-
-
-def new_uids(imap: IMAP4, after: int) -> list[int]:
-    """UIDs above ``after`` (``UID n:*`` also matches the last message; drop it)."""
-    _, data = imap.uid("SEARCH", None, f"UID {after + 1}:*")
-    return sorted(uid for uid in map(int, data[0].split()) if uid > after)
+from gmail_xoauth2 import (
+    GMAIL_IMAP_HOST,
+    IMAP4,
+    GoogleTokenProvider,
+    NewMessage,
+    UIDValidityChanged,
+)
 
 
 def describe(imap: IMAP4, uid: int) -> str:
@@ -34,7 +37,7 @@ def describe(imap: IMAP4, uid: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--token-file", default=os.environ.get("GMAIL_TOKEN_FILE"))
     parser.add_argument("--user", default=os.environ.get("GMAIL_USER"))
     parser.add_argument("--hours", type=float, help="stop after this long")
@@ -50,29 +53,32 @@ def main() -> None:
     if args.cafile:
         context.load_verify_locations(args.cafile)
     tokens = GoogleTokenProvider.from_authorized_user_file(args.token_file)
-    stop_at = time.monotonic() + args.hours * 3600 if args.hours else None
-    seen = 0
 
+    stop = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    if args.hours:
+        timer = threading.Timer(args.hours * 3600, stop.set)
+        timer.daemon = True
+        timer.start()
+
+    seen = 0
     with IMAP4(args.user, tokens, args.host, args.port, ssl_context=context) as imap:
-        imap.select("INBOX", readonly=True)
-        last_uid = max(new_uids(imap, 0), default=0)
-        announced = False
         try:
-            while stop_at is None or time.monotonic() < stop_at:
-                remaining = None if stop_at is None else stop_at - time.monotonic()
-                # IMAP4.idle renews IDLE before 29 minutes and survives session ends.
-                with imap.idle(duration=remaining) as idler:
-                    if not announced:  # IDLE is on: nothing new can be missed now
-                        print(f"Watching the INBOX of {args.user}", flush=True)
-                        announced = True
-                    for kind, _ in idler:
-                        if kind == "EXISTS":
-                            break  # leaving the block sends DONE
-                for uid in new_uids(imap, last_uid):
-                    print(describe(imap, uid), flush=True)
-                    last_uid, seen = uid, seen + 1
-                if args.max_messages and seen >= args.max_messages:
-                    break
+            with imap.watch("INBOX", stop=stop) as watcher:
+                print(f"Watching the INBOX of {args.user}", flush=True)
+                for event in watcher:
+                    if isinstance(event, UIDValidityChanged):
+                        print("the INBOX was renumbered; watching from now on")
+                        continue
+                    assert isinstance(event, NewMessage)
+                    print(describe(imap, event.uid), flush=True)
+                    seen += 1
+                    if args.max_messages and seen >= args.max_messages:
+                        break
         except KeyboardInterrupt:
             pass
     print(f"Stopped after {seen} new message(s).")

@@ -31,6 +31,7 @@ from ._imap_policy import (
 )
 from ._imap_sasl import authenticate
 from ._imap_session import SessionLifecycle
+from ._imap_signatures import TypedCommands
 from ._imap_transport import BufferedTransport
 from ._imap_watch import NewMessage, UIDValidityChanged, Watcher
 from ._limits import DEFAULT_LIMITS, Limits, ReplyMeter
@@ -101,7 +102,7 @@ class IMAPConnectionLost(ConnectionLost, imaplib.IMAP4.abort):
     """
 
 
-class IMAP4(SessionLifecycle, BufferedTransport, imaplib.IMAP4):
+class IMAP4(SessionLifecycle, BufferedTransport, TypedCommands):
     """An :class:`imaplib.IMAP4` that authenticates with OAuth 2.0 and reconnects.
 
     The constructor connects (implicit TLS, or STARTTLS when ``starttls`` is
