@@ -87,7 +87,8 @@ class _CallableTokenProvider:
     def __init__(self, func: Callable[[], str]) -> None:
         self._func = func
         # The name only: a repr (a functools.partial's) may show credentials.
-        self._name = getattr(func, "__qualname__", None) or type(func).__qualname__
+        name = getattr(func, "__qualname__", None) or type(func).__qualname__
+        self._source = f"token callable {name}"
 
     @property
     def expiry(self) -> datetime | None:
@@ -96,30 +97,93 @@ class _CallableTokenProvider:
     def token(self, *, force_refresh: bool = False) -> str:
         try:
             value = self._func()
+        except (TokenError, ConfigurationError):
+            raise  # ours already: a TokenError keeps its retryable
         except Exception as exc:
-            raise TokenError(
-                f"token callable {self._name} raised {type(exc).__name__}",
-                retryable=False,
-            ) from exc
-        if not isinstance(value, str) or not value:
-            raise TokenError(
-                f"token callable {self._name} returned "
-                f"{type(value).__name__}, not a non-empty str"
-            )
-        return value
+            raise _source_failed(self._source, exc) from exc
+        return _checked(self._source, value)
 
     def __repr__(self) -> str:
-        return f"_CallableTokenProvider({self._name})"
+        return f"_CallableTokenProvider({self._source})"
+
+
+class _GuardedTokenProvider:
+    """Wraps a provider object so that whatever its ``token()`` raises is a TokenError.
+
+    A token source's failure is not the mail server's: a provider that raises
+    ``ConnectionError("secret manager down")`` must not be reported as a lost
+    connection to the server, nor a ``RuntimeError`` escape raw.
+    """
+
+    def __init__(self, provider: TokenProvider) -> None:
+        self._provider = provider
+        self._source = f"token provider {type(provider).__qualname__}"
+
+    @property
+    def expiry(self) -> datetime | None:
+        expiry = getattr(self._provider, "expiry", None)
+        return expiry if isinstance(expiry, datetime) else None
+
+    def token(self, *, force_refresh: bool = False) -> str:
+        try:
+            value = self._provider.token(force_refresh=force_refresh)
+        except (TokenError, ConfigurationError):
+            raise  # ours already: a TokenError keeps its retryable
+        except Exception as exc:
+            raise _source_failed(self._source, exc) from exc
+        return _checked(self._source, value)
+
+    def __repr__(self) -> str:
+        return f"_GuardedTokenProvider({self._source})"
+
+
+def _source_failed(source: str, exc: Exception) -> TokenError:
+    """The TokenError for a token source that raised ``exc``.
+
+    ``retryable`` when the cause is transient (an OSError: a refused or reset
+    connection, a timeout). A TokenError and a ConfigurationError (a token
+    file to fix, say) are ours already: the callers pass them on as they are.
+    """
+    # The type only: the text of a source's error may quote a credential.
+    what = (
+        f"{source} raised {type(exc).__name__}, so no access token was obtained "
+        "and nothing was sent to the mail server"
+    )
+    if isinstance(exc, OSError):
+        return TokenError(
+            f"{what}; it looks transient (a network failure or a timeout on the "
+            "way to the token source): try again later",
+            retryable=True,
+        )
+    return TokenError(f"{what}; fix the token source (its error is the cause)")
+
+
+def _checked(source: str, value: object) -> str:
+    """``value`` if it is a token (a non-empty str); else a TokenError."""
+    if not isinstance(value, str) or not value:
+        raise TokenError(
+            f"{source} returned {type(value).__name__}, not a non-empty str; "
+            "nothing was sent to the mail server"
+        )
+    return value
 
 
 def as_token_provider(source: TokenSource) -> TokenProvider:
-    """Return ``source`` as a :class:`TokenProvider`.
+    """Return ``source`` as a :class:`TokenProvider` whose every failure is a
+    :class:`TokenError`.
+
+    A provider's ``token()`` or a callable that raises gives a TokenError
+    chained to what it raised (``retryable`` when that was an OSError, or a
+    retryable TokenError); one that returns anything but a non-empty str
+    gives a TokenError too. The provider's ``expiry`` is passed on.
 
     Raises:
         ConfigurationError: ``source`` is neither a provider nor a callable.
     """
-    if isinstance(source, TokenProvider):
+    if isinstance(source, _GuardedTokenProvider | _CallableTokenProvider):
         return source
+    if isinstance(source, TokenProvider):
+        return _GuardedTokenProvider(source)
     if callable(source):
         return _CallableTokenProvider(source)
     raise ConfigurationError(
