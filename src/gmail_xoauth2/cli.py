@@ -169,6 +169,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "when it expires within five minutes.",
     )
     token_file(p)
+    p.add_argument(
+        "--force-refresh",
+        action="store_true",
+        help="get a new access token from Google even if the file's is still "
+        "valid (for a token a server rejected although it had not expired)",
+    )
     p.set_defaults(handler=_cmd_token)
 
     p = sub.add_parser(
@@ -204,7 +210,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _mechanism_option(p)
     p.add_argument(
-        "--timeout", type=float, default=30.0, metavar="SECONDS", help="per protocol"
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="the longest any one network operation may take: connecting, the TLS "
+        "handshake, each wait for a server's reply (a login makes several; the "
+        "token refresh has its own). Default: 30",
     )
     p.set_defaults(handler=_cmd_check)
 
@@ -262,6 +274,18 @@ def _port(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 def _port_base(text: str) -> int:
     """A first port that leaves room for the fake Gmail's five: N .. N+4."""
     import argparse
@@ -312,7 +336,11 @@ def _provider(token_file: str) -> GoogleTokenProvider:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    token = access_token(args.token_file)
+    if args.force_refresh:
+        # The token in the file was rejected: replace it, even if it looks valid.
+        token = _provider(args.token_file).token(force_refresh=True)
+    else:
+        token = access_token(args.token_file)
     sys.stdout.write(token + "\n")
     sys.stdout.flush()
     return EXIT_OK
@@ -427,9 +455,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
             timeout=args.timeout,
         )
         failed = failed or not result.ok
-        for line in result.lines():
-            print(line)
-        sys.stdout.flush()
+        # Each protocol's lines as soon as they are known: a slow or hanging
+        # server shows which protocol it is, and a pipe sees them at once.
+        print("\n".join(result.lines()), flush=True)
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import subprocess
@@ -290,6 +291,39 @@ def test_token_refreshes_an_expired_file_and_saves_it(
     assert google.request_count("/token", grant_type="refresh_token") == 1
 
 
+def test_token_force_refresh_replaces_a_token_that_looks_valid(
+    google: FakeGoogle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The file says the token is good for an hour, but a server rejected it.
+    path = google.write_authorized_user_file(tmp_path / "t.json", USER)
+    old = json.loads(path.read_text())["token"]
+    assert cli.main(["token", "--token-file", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == old  # the fast path: no refresh
+    assert google.request_count("/token", grant_type="refresh_token") == 0
+    assert cli.main(["token", "--token-file", str(path), "--force-refresh"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed != old
+    assert google.lookup(printed) is not None
+    assert json.loads(path.read_text())["token"] == printed
+    assert google.request_count("/token", grant_type="refresh_token") == 1
+    # The next call is served from the file again.
+    assert cli.main(["token", "--token-file", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == printed
+    assert google.request_count("/token", grant_type="refresh_token") == 1
+
+
+def test_token_force_refresh_of_a_revoked_grant_says_to_authorize(
+    google: FakeGoogle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = google.write_authorized_user_file(tmp_path / "t.json", USER)
+    google.revoke(USER)
+    assert cli.main(["token", "--token-file", str(path), "--force-refresh"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "gmail-xoauth2 authorize" in captured.err
+    assert captured.err.count("\n") == 1
+
+
 def test_token_file_under_a_literal_tilde_is_refreshed_in_place(
     google: FakeGoogle,
     tmp_path: Path,
@@ -528,6 +562,66 @@ def test_check_against_another_protocols_port_says_what_to_check(
     assert out[0].split()[:2] == [protocol, "failed"]
     assert "run again" not in out[1]
     assert out[1].endswith("; check the host, the port and --starttls")
+
+
+def test_check_prints_each_protocol_as_soon_as_it_is_known(
+    gmail: FakeGmail, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gmail_xoauth2 import _check
+
+    class Recorder(io.StringIO):
+        """Standard output that records what had been flushed at each login."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.flushed = ""
+            self.seen_at_login: list[str] = []
+
+        def flush(self) -> None:
+            self.flushed = self.getvalue()
+
+    out = Recorder()
+    real = _check.check_login
+
+    def check_login(protocol: str, *args: object, **kwargs: object) -> object:
+        out.seen_at_login.append(out.flushed)
+        return real(protocol, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_check, "check_login", check_login)
+    monkeypatch.setattr(sys, "stdout", out)
+    path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
+    argv = check_argv(gmail, path, "--user", "bob@example.com", "--imap", "--pop")
+    assert cli.main([*argv, "--smtp"]) == 1
+    before_imap, before_pop, before_smtp = out.seen_at_login
+    assert before_imap == ""
+    # The IMAP lines (summary and reason) were out before POP's login began.
+    assert [line.split()[0] for line in before_pop.splitlines()[::2]] == ["imap"]
+    assert len(before_pop.splitlines()) == 2
+    assert [line.split()[0] for line in before_smtp.splitlines()[::2]] == [
+        "imap",
+        "pop",
+    ]
+    assert out.flushed == out.getvalue()
+
+
+def test_check_timeout_help_says_what_it_bounds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["check", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--timeout SECONDS the longest any one network operation may take" in (
+        help_text
+    )
+    assert "each wait for a server's reply" in help_text
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+def test_check_timeout_must_be_a_positive_number(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["check", "--token-file", "t.json", "--user", USER, "--timeout", value]
+    assert cli.main(argv) == 2
+    assert "is not a positive number" in capsys.readouterr().err
 
 
 def test_check_timeout_says_what_to_check() -> None:
