@@ -244,7 +244,8 @@ class POP3(PopWire, poplib.POP3):
 
     def _reestablish(self, reason: str) -> None:
         """Replace the connection, backing off while the server is unavailable."""
-        _log.info(
+        # Routine (Gmail ends every OAuth session within the hour): DEBUG.
+        _log.debug(
             "reconnecting to POP3 server %s:%s for %s: %s",
             self.host,
             self.port,
@@ -287,7 +288,7 @@ class POP3(PopWire, poplib.POP3):
                 # the session until quit(); if the server ends it first, the
                 # caller is told the deletions were not applied.
                 if not self._deferred_logged:
-                    _log.info(
+                    _log.debug(
                         "POP3 session for %s is due to be replaced but deletions "
                         "are pending; keeping it until quit()",
                         self._user,

@@ -399,7 +399,8 @@ class SMTP(BoundedReplies):
 
     def _reestablish(self, reason: str) -> None:
         """Replace the connection, backing off while the server is unavailable."""
-        _log.info(
+        # Routine (Gmail closes an idle session after minutes): DEBUG.
+        _log.debug(
             "reconnecting to SMTP server %s:%s for %s: %s",
             self._host,
             self._port,
