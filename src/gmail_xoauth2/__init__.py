@@ -32,13 +32,33 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._backoff import Backoff
     from ._constants import GMAIL_IMAP_HOST, GMAIL_POP_HOST, GMAIL_SMTP_HOST
+    from ._imap_errors import IMAPAuthenticationFailed, IMAPTooManyConnections
     from ._imap_idle import Idler
     from ._imap_watch import NewMessage, UIDValidityChanged, Watcher
     from ._limits import Limits
+    from ._pop_errors import (
+        POPAuthenticationFailed,
+        POPConnectionLost,
+        POPInsecureConnection,
+        POPLimitExceeded,
+        POPProtocolError,
+        POPTimeout,
+        POPTooManyConnections,
+    )
+    from ._smtp_errors import (
+        SMTPAuthenticationFailed,
+        SMTPConnectionLost,
+        SMTPDeliveryUnknown,
+        SMTPInsecureConnection,
+        SMTPLimitExceeded,
+        SMTPProtocolError,
+        SMTPTimeout,
+        SMTPTooManyConnections,
+    )
     from ._store import TokenFile
     from ._tokens import Clock, StaticTokenProvider, TokenProvider, TokenSource
     from .auth import GoogleTokenProvider, authorize
-    from .imap import IMAP4
+    from .imap import IMAP4, IMAPConnectionLost
     from .pop import POP3
     from .sasl import (
         IMAP_ADMIN_SCOPE,
@@ -76,12 +96,30 @@ _LAZY = {
     "GoogleTokenProvider": ".auth",
     "authorize": ".auth",
     "IMAP4": ".imap",
+    "IMAPAuthenticationFailed": "._imap_errors",
+    "IMAPTooManyConnections": "._imap_errors",
+    "IMAPConnectionLost": ".imap",
     "Idler": "._imap_idle",
     "NewMessage": "._imap_watch",
     "UIDValidityChanged": "._imap_watch",
     "Watcher": "._imap_watch",
     "POP3": ".pop",
+    "POPAuthenticationFailed": "._pop_errors",
+    "POPConnectionLost": "._pop_errors",
+    "POPInsecureConnection": "._pop_errors",
+    "POPLimitExceeded": "._pop_errors",
+    "POPProtocolError": "._pop_errors",
+    "POPTimeout": "._pop_errors",
+    "POPTooManyConnections": "._pop_errors",
     "SMTP": ".smtp",
+    "SMTPAuthenticationFailed": "._smtp_errors",
+    "SMTPConnectionLost": "._smtp_errors",
+    "SMTPDeliveryUnknown": "._smtp_errors",
+    "SMTPInsecureConnection": "._smtp_errors",
+    "SMTPLimitExceeded": "._smtp_errors",
+    "SMTPProtocolError": "._smtp_errors",
+    "SMTPTimeout": "._smtp_errors",
+    "SMTPTooManyConnections": "._smtp_errors",
 }
 
 __all__ = [
@@ -103,13 +141,31 @@ __all__ = [
     "Error",
     "ErrorChallenge",
     "GoogleTokenProvider",
+    "IMAPAuthenticationFailed",
+    "IMAPConnectionLost",
+    "IMAPTooManyConnections",
     "Idler",
     "InsecureConnection",
     "InsecureTokenFile",
     "LimitExceeded",
     "Limits",
     "NewMessage",
+    "POPAuthenticationFailed",
+    "POPConnectionLost",
+    "POPInsecureConnection",
+    "POPLimitExceeded",
+    "POPProtocolError",
+    "POPTimeout",
+    "POPTooManyConnections",
     "ProtocolError",
+    "SMTPAuthenticationFailed",
+    "SMTPConnectionLost",
+    "SMTPDeliveryUnknown",
+    "SMTPInsecureConnection",
+    "SMTPLimitExceeded",
+    "SMTPProtocolError",
+    "SMTPTimeout",
+    "SMTPTooManyConnections",
     "StaticTokenProvider",
     "Timeout",
     "TokenError",

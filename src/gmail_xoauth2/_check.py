@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from ._tokens import TokenSource
 from .errors import (
-    AuthenticationFailed,
     ConnectionLost,
     Error,
     InsecureConnection,
@@ -195,19 +194,9 @@ def describe_error(exc: BaseException) -> str:
     Never includes a secret: library messages hold none, and for other exceptions
     only the type and the operating system's text are used.
     """
-    if isinstance(exc, AuthenticationFailed):
-        parts = [f"status {exc.status}"] if exc.status else []
-        if exc.scope:
-            parts.append(f"scope {exc.scope}")
-        decoded = f" ({', '.join(parts)})" if parts else ""
-        # One line: SMTP replies span several ("535-5.7.8 ..." / "535 5.7.8 ...").
-        text = " ".join(exc.server_text.split()) or str(exc)
-        return (
-            f'rejected{decoded}: "{text}"; the server refused the token: check that '
-            "--user is the account you authorized"
-        )
     if isinstance(exc, Error):
-        # Library messages say what happened; add what to do about a network cause.
+        # Library messages say what happened and what to do (a rejected token's
+        # is the API's, word for word); add what to do about a network cause.
         cause = _os_cause(exc)
         if isinstance(exc, ConnectionLost) and cause is not None:
             advice = _network_advice(cause)

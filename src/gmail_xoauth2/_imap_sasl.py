@@ -12,16 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from . import sasl
+from ._imap_errors import IMAPAuthenticationFailed, IMAPTooManyConnections
 from ._imap_policy import as_bytes, text
 from ._limits import SASL_ROUNDS
 from ._mailconn import ABORT, initial_response
 from ._redact import REDACTED, get_logger
-from .errors import (
-    AuthenticationFailed,
-    ChallengeDecodeError,
-    ProtocolError,
-    TooManyConnections,
-)
+from ._rejection import one_line, rejection_message
+from .errors import ChallengeDecodeError, ProtocolError
 
 if TYPE_CHECKING:
     from .imap import IMAP4
@@ -44,9 +41,9 @@ def authenticate(imap: IMAP4, token: str) -> None:
     server's ``NO`` follows.
 
     Raises:
-        AuthenticationFailed: the server refused; ``status`` and ``scope``
+        IMAPAuthenticationFailed: the server refused; ``status`` and ``scope``
             come from the decoded error challenge when there was one.
-        TooManyConnections: Gmail's per-account connection limit.
+        IMAPTooManyConnections: Gmail's per-account connection limit.
     """
     mech = imap.mechanism
     initial = initial_response(mech, imap.user, token, host=imap.host, port=imap.port)
@@ -91,7 +88,7 @@ def authenticate(imap: IMAP4, token: str) -> None:
             imap._trace_out(answer)
             imap.send(answer + _CRLF)
     typ, data = cast(tuple[str, list[Any]], imap.tagged_commands.pop(tag))
-    server_text = text(data[-1]) if data else ""
+    server_text = one_line(text(data[-1])) if data else ""
     if typ == "OK":
         imap.state = "AUTH"
         # Dovecot sends [CAPABILITY ...] in the OK; Gmail does not.
@@ -109,7 +106,7 @@ def authenticate(imap: IMAP4, token: str) -> None:
 
 def _failure(
     imap: IMAP4, server_text: str, challenge: bytes | None
-) -> AuthenticationFailed:
+) -> IMAPAuthenticationFailed:
     status = scope = None
     if challenge:
         try:
@@ -117,15 +114,16 @@ def _failure(
             status, scope = decoded.status, decoded.scope
         except ChallengeDecodeError:
             _log.debug("the server's error challenge could not be decoded")
-    if scope and scope != sasl.MAIL_SCOPE:
-        hint = f"; the server wants a token with scope {scope}"
-    elif status is not None:
-        hint = f"; the token is expired, revoked, or lacks the {sasl.MAIL_SCOPE} scope"
-    else:
-        hint = ""
-    return AuthenticationFailed(
-        f"{imap.host}:{imap.port} rejected {imap.mechanism} for {imap.user}: "
-        f"{server_text} (status {status}){hint}",
+    return IMAPAuthenticationFailed(
+        rejection_message(
+            protocol="imap",
+            server=f"{imap.host}:{imap.port}",
+            user=imap.user,
+            mechanism=imap.mechanism,
+            server_text=server_text,
+            status=status,
+            scope=scope,
+        ),
         protocol="imap",
         mechanism=imap.mechanism,
         status=status,
@@ -135,12 +133,12 @@ def _failure(
 
 
 def check_too_many(user: str, texts: list[Any] | None) -> None:
-    """Raise TooManyConnections if one of ``texts`` is Gmail's limit message."""
+    """Raise IMAPTooManyConnections if one of ``texts`` is Gmail's limit message."""
     for item in texts or ():
-        line = text(item)
+        line = one_line(text(item))
         if _TOO_MANY in line.lower():
-            raise TooManyConnections(
-                f"Gmail refused the login for {user}: {line.strip()}. Gmail allows "
+            raise IMAPTooManyConnections(
+                f"Gmail refused the login for {user}: {line}. Gmail allows "
                 "about 15 simultaneous IMAP connections per account, shared by "
                 "every client (phones and other mail programs count too); close "
                 "some and try again"

@@ -10,6 +10,7 @@ from ._limits import SASL_ROUNDS
 from ._mailconn import ABORT, Dead, decode_challenge, too_many_message
 from ._pop_reader import shown
 from ._redact import get_logger, scrub
+from ._rejection import one_line, rejection_message
 from .errors import AuthenticationFailed, ProtocolError, TooManyConnections
 
 __all__ = ["SESSION_ENDED", "TOO_MANY", "authenticate"]
@@ -33,7 +34,9 @@ def authenticate(
     read_line: Callable[[], bytes],
     mechanism: str,
     initial: bytes,
+    user: str,
     host: str,
+    port: int,
     two_line: bool,
 ) -> bool:
     """Log in with ``AUTH <mechanism>``; return whether to use the two-line form.
@@ -49,7 +52,9 @@ def authenticate(
         read_line: reads one reply line, without CRLF.
         mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``.
         initial: the base64 initial response.
+        user: the address logging in, for messages.
         host: the server, for messages.
+        port: its port, for messages.
         two_line: this server refused the one-line form before.
 
     Raises:
@@ -58,7 +63,7 @@ def authenticate(
         ProtocolError: the server broke the exchange (a reply that is not
             ``+OK``, ``-ERR`` or ``+``, or too many continuations).
     """
-    exchange = _Exchange(mechanism, host, send_line, read_line)
+    exchange = _Exchange(mechanism, user, host, port, send_line, read_line)
     if not two_line:
         send_command(f"AUTH {mechanism} {initial.decode('ascii')}")
         reply = read_line()
@@ -83,12 +88,16 @@ class _Exchange:
     def __init__(
         self,
         mechanism: str,
+        user: str,
         host: str,
+        port: int,
         send_line: Callable[[bytes], None],
         read_line: Callable[[], bytes],
     ) -> None:
         self.mechanism = mechanism
+        self.user = user
         self.host = host
+        self.port = port
         self.send_line = send_line
         self.read_line = read_line
         self.rounds = 0
@@ -128,19 +137,27 @@ class _Exchange:
 
     def fail(self, reply: bytes, challenge: sasl.ErrorChallenge | None) -> NoReturn:
         """Raise the error for a refused exchange (``reply`` is a ``-ERR`` line)."""
-        text = scrub(reply.decode("utf-8", "replace"))
+        text = one_line(scrub(reply.decode("utf-8", "replace")))
         if TOO_MANY in reply.upper():
             raise TooManyConnections(too_many_message("POP3", text))
         if challenge is None and any(code in reply.upper() for code in _TEMPORARY):
             raise Dead(f"the POP3 server {self.host} refused the login for now: {text}")
         status = challenge.status if challenge else None
+        scope = challenge.scope if challenge else None
         raise AuthenticationFailed(
-            f"POP3 server {self.host} rejected {self.mechanism}: {text}"
-            + (f" (status {status})" if status else ""),
+            rejection_message(
+                protocol="pop",
+                server=f"{self.host}:{self.port}",
+                user=self.user,
+                mechanism=self.mechanism,
+                server_text=text,
+                status=status,
+                scope=scope,
+            ),
             protocol="pop",
             mechanism=self.mechanism,
             status=status,
-            scope=challenge.scope if challenge else None,
+            scope=scope,
             server_text=text,
         )
 

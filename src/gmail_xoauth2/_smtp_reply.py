@@ -5,7 +5,9 @@ then a hyphen (more lines follow) or a space (the last line) and text. The
 :class:`ReplyFramer` decides, free of I/O, whether what arrived is a reply and
 when it ends; :class:`MeteredSocket` gives the socket a reader whose every
 read obeys the reply's deadline, so a trickle ends as surely as a flood;
-:class:`BoundedReplies` puts both under smtplib's ``getreply()``.
+:class:`BoundedReplies` puts both under smtplib's ``getreply()``. Every error
+raised here is an SMTP class (:mod:`gmail_xoauth2._smtp_errors`), an
+:class:`smtplib.SMTPException` too; :class:`SMTPReplyMeter` makes the meter's.
 """
 
 from __future__ import annotations
@@ -18,12 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 from ._limits import ReplyMeter
 from ._redact import REDACTED, scrub, scrub_bytes
-from .errors import Error, ProtocolError
+from ._smtp_errors import SMTPLimitExceeded, SMTPProtocolError, SMTPTimeout
+from .errors import Error, recast
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["BoundedReplies", "MeteredSocket", "ReplyFramer", "read_reply"]
+__all__ = [
+    "BoundedReplies",
+    "MeteredSocket",
+    "ReplyFramer",
+    "SMTPReplyMeter",
+    "read_reply",
+]
 
 # The most one readline() returns: a long line arrives in pieces, so a reply
 # that is not SMTP is refused on its first bytes, not after megabytes.
@@ -44,6 +53,18 @@ def _heads() -> dict[bytes, tuple[int, bool]]:
 # A line's first four bytes -> (its code, whether it is the reply's last line):
 # one lookup checks the code's syntax and range (RFC 5321 section 4.2).
 _HEADS = _heads()
+
+
+class SMTPReplyMeter(ReplyMeter):
+    """A :class:`ReplyMeter` whose errors are SMTP's (SMTPException subclasses)."""
+
+    __slots__ = ()
+
+    def too_large(self, what: str, knob: str) -> SMTPLimitExceeded:
+        return recast(super().too_large(what, knob), SMTPLimitExceeded)
+
+    def too_slow(self) -> SMTPTimeout:
+        return recast(super().too_slow(), SMTPTimeout)
 
 
 class ReplyFramer:
@@ -137,7 +158,7 @@ class ReplyFramer:
         if head is None and line[3:] in (b"\r\n", b"\n"):
             head = _HEADS.get(bytes(line[:3]) + b" ")  # "250\r\n": no text
         if head is None:
-            raise ProtocolError(
+            raise SMTPProtocolError(
                 f"{self._meter.where} sent {_shown(line)}, which is not an SMTP "
                 "reply line (RFC 5321 section 4.2: a code from 200 to 599, then a "
                 "space, a hyphen or the end of the line); the connection was closed"
@@ -146,7 +167,7 @@ class ReplyFramer:
         if self._code is None:
             self._code = code
         elif code != self._code:
-            raise ProtocolError(
+            raise SMTPProtocolError(
                 f"{self._meter.where} changed the code from {self._code} to "
                 f"{code} within one multi-line reply (RFC 5321 section 4.2.1); "
                 "the connection was closed"

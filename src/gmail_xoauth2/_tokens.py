@@ -147,7 +147,7 @@ def _source_failed(source: str, exc: Exception) -> TokenError:
     # The type only: the text of a source's error may quote a credential.
     what = (
         f"{source} raised {type(exc).__name__}, so no access token was obtained "
-        "and nothing was sent to the mail server"
+        "and no login was attempted"
     )
     if isinstance(exc, OSError):
         return TokenError(
@@ -162,8 +162,8 @@ def _checked(source: str, value: object) -> str:
     """``value`` if it is a token (a non-empty str); else a TokenError."""
     if not isinstance(value, str) or not value:
         raise TokenError(
-            f"{source} returned {type(value).__name__}, not a non-empty str; "
-            "nothing was sent to the mail server"
+            f"{source} returned {type(value).__name__}, not a non-empty str, so "
+            "no login was attempted"
         )
     return value
 

@@ -18,11 +18,56 @@
     │   └── DeliveryUnknown                  SMTP: the message may or may not be sent
     └── Timeout (TimeoutError)               no answer in time (.outcome_unknown)
 
+Connections raise these as their protocol's subclass, which is also the error of
+the standard-library module they wrap, so code written for smtplib, poplib or
+imaplib catches it too (``except smtplib.SMTPException``), and code written for
+this library still does (``except gmail_xoauth2.ConnectionLost``). Each keeps its
+fields, its message and its cause, and pickles with them::
+
+    SMTP: every error is an smtplib.SMTPException (as well as the class on the right)
+    ├── SMTPAuthenticationFailed   AuthenticationFailed, smtplib.SMTPAuthenticationError
+    │                              (.smtp_code and .smtp_error: the server's reply)
+    ├── SMTPTooManyConnections     TooManyConnections
+    ├── SMTPInsecureConnection     InsecureConnection
+    ├── SMTPProtocolError          ProtocolError
+    │   └── SMTPLimitExceeded      LimitExceeded
+    ├── SMTPConnectionLost         ConnectionLost, smtplib.SMTPServerDisconnected
+    │   └── SMTPDeliveryUnknown    DeliveryUnknown
+    └── SMTPTimeout                Timeout, smtplib.SMTPServerDisconnected
+
+    POP: every error is a poplib.error_proto (as well as the class on the right)
+    ├── POPAuthenticationFailed    AuthenticationFailed
+    ├── POPTooManyConnections      TooManyConnections
+    ├── POPInsecureConnection      InsecureConnection
+    ├── POPProtocolError           ProtocolError
+    │   └── POPLimitExceeded       LimitExceeded
+    ├── POPConnectionLost          ConnectionLost
+    └── POPTimeout                 Timeout
+
+    IMAP: a refused login is an imaplib.IMAP4.error, a lost connection IMAP4.abort
+    ├── IMAPAuthenticationFailed   AuthenticationFailed, imaplib.IMAP4.error
+    ├── IMAPTooManyConnections     TooManyConnections, imaplib.IMAP4.error
+    └── IMAPConnectionLost         ConnectionLost, imaplib.IMAP4.abort
+    (IMAP4's other errors, such as Timeout and ProtocolError, are the classes above)
+
+TokenError and ConfigurationError are not the protocol's: a token that could not
+be obtained is no answer from the mail server. Catch the classes of the first tree
+to handle a kind of failure whatever the protocol; all are importable from
+``gmail_xoauth2``.
+
 No message, repr or attribute of these exceptions holds an access token, a refresh
 token, a client secret or a SASL string.
 """
 
 from __future__ import annotations
+
+# typing.TYPE_CHECKING without importing typing: this module is on the `token`
+# command's fast path (mypy honours the name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _E = TypeVar("_E", bound="Error")
 
 __all__ = [
     "AuthenticationFailed",
@@ -47,6 +92,11 @@ _REAUTHORIZE_ADVICE = "run `gmail-xoauth2 authorize` again to get a new refresh 
 
 class Error(Exception):
     """Root of every exception raised by gmail-xoauth2."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt without calling __init__, whose keyword-only fields (and a
+        # protocol subclass's own) are not in args: every field is restored.
+        return (_rebuild, (type(self), self.args, dict(vars(self))))
 
 
 class ConfigurationError(Error, ValueError):
@@ -85,9 +135,6 @@ class TokenError(Error):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild, (type(self), self.args, {"retryable": self.retryable}))
 
 
 class TokenRevokedError(TokenError):
@@ -147,22 +194,15 @@ class AuthenticationFailed(Error):
         scope: str | None = None,
         server_text: str = "",
     ) -> None:
-        super().__init__(message)
+        # Not super(): smtplib's SMTPAuthenticationError, mixed into the SMTP
+        # subclass, takes a code and a reply and calls on no further; the
+        # subclass sets those two itself.
+        Exception.__init__(self, message)
         self.protocol = protocol
         self.mechanism = mechanism
         self.status = status
         self.scope = scope
         self.server_text = server_text
-
-    def __reduce__(self) -> tuple[object, ...]:
-        fields = {
-            "protocol": self.protocol,
-            "mechanism": self.mechanism,
-            "status": self.status,
-            "scope": self.scope,
-            "server_text": self.server_text,
-        }
-        return (_rebuild, (type(self), self.args, fields))
 
 
 class TooManyConnections(Error):
@@ -189,12 +229,6 @@ class ConnectionLost(Error, ConnectionError):
         super().__init__(message)
         self.outcome_unknown = outcome_unknown
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (
-            _rebuild,
-            (type(self), self.args, {"outcome_unknown": self.outcome_unknown}),
-        )
-
 
 class DeliveryUnknown(ConnectionLost):
     """SMTP: the connection died after the message's final dot, before the reply.
@@ -219,11 +253,19 @@ class Timeout(Error, TimeoutError):
         super().__init__(message)
         self.outcome_unknown = outcome_unknown
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (
-            _rebuild,
-            (type(self), self.args, {"outcome_unknown": self.outcome_unknown}),
-        )
+
+def recast(exc: Error, cls: type[_E]) -> _E:
+    """``exc`` as an instance of ``cls``, its protocol's subclass of its class.
+
+    The copy has the message, the fields and the traceback of ``exc``, and as
+    its cause the cause of ``exc`` (or what it was raised while handling).
+    Raise it ``from`` that cause, so the original is not shown as a second,
+    identical error.
+    """
+    copy = _rebuild(cls, exc.args, vars(exc))
+    copy.__cause__ = exc.__cause__ or exc.__context__
+    copy.__traceback__ = exc.__traceback__
+    return copy  # type: ignore[return-value]
 
 
 def _rebuild(

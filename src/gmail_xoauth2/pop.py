@@ -21,11 +21,12 @@ from ._mailconn import (
     reconnect,
     too_many_message,
 )
+from ._pop_errors import leaving_pop3
 from ._pop_policy import Maildrop
 from ._pop_reader import ReplyReader, scan_listing, unique_id
 from ._pop_sasl import TOO_MANY, authenticate
 from ._pop_wire import Capabilities, LongResp, PopWire, text
-from ._redact import get_logger, scrub_exception
+from ._redact import get_logger
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
@@ -98,10 +99,15 @@ class POP3(PopWire, poplib.POP3):
         ConnectionLost: the server could not be reached.
         Timeout: the server did not answer in time, or did not finish a reply
             within ``limits.response_seconds``.
+        TokenError: the token provider failed (``retryable`` when that was
+            transient); no token was sent.
 
     After login, commands raise the same types, or :class:`poplib.error_proto`
     when the server answers the command itself with ``-ERR``; the connection is
-    closed after a ProtocolError or a Timeout.
+    closed after a ProtocolError or a Timeout. Each of the library's errors
+    above but a TokenError is raised as its POP class (:class:`POPTimeout`,
+    :class:`POPConnectionLost`...), a :class:`poplib.error_proto` too, so code
+    written for poplib catches them as it always did.
     """
 
     def __init__(
@@ -146,18 +152,17 @@ class POP3(PopWire, poplib.POP3):
         self._deferred_logged = False
         self._maildrop = Maildrop()
         self._capabilities: Capabilities = {}
-        try:
-            self._connect()
-        except Dead as exc:
-            self._abandon()
-            lost = ConnectionLost(f"could not connect to {self._where}: {exc}")
-            scrub_exception(exc)
-            scrub_exception(lost)
-            raise lost from exc
-        except BaseException as exc:
-            self._abandon()
-            scrub_exception(exc)
-            raise
+        with leaving_pop3():
+            try:
+                self._connect()
+            except Dead as exc:
+                self._abandon()
+                raise ConnectionLost(
+                    f"could not connect to {self._where}: {exc}"
+                ) from exc
+            except BaseException:
+                self._abandon()
+                raise
 
     @property
     def limits(self) -> Limits:
@@ -228,7 +233,9 @@ class POP3(PopWire, poplib.POP3):
                 read_line=self._read_line,
                 mechanism=self._mechanism,
                 initial=initial,
+                user=self._user,
                 host=self.host,
+                port=self.port,
                 two_line=self._two_line,
             )
         _log.debug("POP3 %s login accepted for %s", self._mechanism, self._user)
@@ -308,13 +315,11 @@ class POP3(PopWire, poplib.POP3):
     ) -> _T:
         """Run a command, once more on a new connection if this one died (``repeat``).
 
-        Every exception leaving a command passes here, scrubbed of secrets.
+        Every exception leaving a command passes here, scrubbed of secrets, as
+        its POP class (a :class:`poplib.error_proto` too).
         """
-        try:
+        with leaving_pop3():
             return self._run_on_session(what, call, number, repeat)
-        except BaseException as exc:
-            scrub_exception(exc)
-            raise
 
     def _run_on_session(
         self, what: str, call: Callable[[], _T], number: Any, repeat: bool
@@ -475,11 +480,8 @@ class POP3(PopWire, poplib.POP3):
                 confirm QUIT (``outcome_unknown`` is True when QUIT was sent).
             poplib.error_proto: the server answered QUIT with ``-ERR``.
         """
-        try:
+        with leaving_pop3():
             return self._quit()
-        except BaseException as exc:
-            scrub_exception(exc)
-            raise
 
     def _quit(self) -> bytes:
         pending = bool(self._maildrop.pending)

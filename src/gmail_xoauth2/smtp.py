@@ -13,7 +13,7 @@ from typing import Any
 
 from ._backoff import Backoff
 from ._constants import GMAIL_SMTP_HOST
-from ._limits import DEFAULT_LIMITS, SASL_ROUNDS, Limits, ReplyMeter
+from ._limits import DEFAULT_LIMITS, SASL_ROUNDS, Limits
 from ._mailconn import (
     ABORT,
     MECHANISMS,
@@ -26,20 +26,27 @@ from ._mailconn import (
     too_many_message,
 )
 from ._redact import get_logger, scrub, scrub_exception
+from ._rejection import one_line, rejection_message
 from ._session import SessionDeadline
-from ._smtp_reply import BoundedReplies
+from ._smtp_errors import (
+    SMTPAuthenticationFailed,
+    SMTPConnectionLost,
+    SMTPDeliveryUnknown,
+    SMTPInsecureConnection,
+    SMTPProtocolError,
+    SMTPTimeout,
+    SMTPTooManyConnections,
+)
+from ._smtp_reply import BoundedReplies, SMTPReplyMeter
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
-    AuthenticationFailed,
     ConfigurationError,
     ConnectionLost,
-    DeliveryUnknown,
     Error,
-    InsecureConnection,
     LimitExceeded,
     ProtocolError,
     Timeout,
-    TooManyConnections,
+    recast,
 )
 
 __all__ = ["SMTP"]
@@ -113,7 +120,16 @@ class SMTP(BoundedReplies):
         Timeout: the server did not answer in time.
         ProtocolError: the server sent something that is not SMTP, or
             (:class:`LimitExceeded`) more than ``limits`` allow.
+        TokenError: the token provider failed (``retryable`` when that was
+            transient); no token was sent.
         ConfigurationError: an argument is wrong.
+
+    Each of the library's errors above but the last two is raised as its SMTP
+    class (:class:`SMTPAuthenticationFailed`, :class:`SMTPConnectionLost`...),
+    an :class:`smtplib.SMTPException` too: a lost connection or a timeout is an
+    :class:`smtplib.SMTPServerDisconnected`, a rejected token an
+    :class:`smtplib.SMTPAuthenticationError` with smtplib's ``smtp_code`` and
+    ``smtp_error``. Code written for smtplib catches them as it always did.
     """
 
     def __init__(
@@ -154,7 +170,7 @@ class SMTP(BoundedReplies):
         self._reconnect = reconnect
         self._deadline = SessionDeadline(clock=clock)
         self._backoff = backoff or Backoff()
-        self._meter = ReplyMeter(
+        self._meter = SMTPReplyMeter(
             limits or DEFAULT_LIMITS, where=f"the SMTP server {host}:{port}"
         )
         self._secrets: list[str] = []
@@ -167,7 +183,7 @@ class SMTP(BoundedReplies):
             self.close()
             scrub_exception(exc)
             if isinstance(exc, Dead):
-                raise ConnectionLost(
+                raise SMTPConnectionLost(
                     f"could not connect to the SMTP server {host}:{port}: {exc}"
                 ) from exc
             raise
@@ -199,7 +215,7 @@ class SMTP(BoundedReplies):
             return
         if not self.has_extn("starttls"):
             self.close()
-            raise InsecureConnection(
+            raise SMTPInsecureConnection(
                 f"the SMTP server {self._host}:{self._port} does not offer STARTTLS, "
                 "so the connection cannot be encrypted; no token was sent. Use the "
                 "implicit-TLS port (465)."
@@ -216,20 +232,20 @@ class SMTP(BoundedReplies):
         except ProtocolError as exc:
             if isinstance(exc, LimitExceeded):
                 raise
-            raise InsecureConnection(
+            raise SMTPInsecureConnection(
                 f"{where} answered STARTTLS with something that is not SMTP "
                 f"({exc}); no token was sent"
             ) from exc
         if code != 220:
             self.close()
-            raise InsecureConnection(
+            raise SMTPInsecureConnection(
                 f"{where} refused STARTTLS ({code} {_text(message)}); no token was sent"
             )
         if self._unread():
             # Bytes sent before the handshake would be read as if they came
             # over TLS (the STARTTLS injection of CVE-2011-0411).
             self.close()
-            raise InsecureConnection(
+            raise SMTPInsecureConnection(
                 f"{where} sent data after its answer to STARTTLS, before the TLS "
                 "handshake; no token was sent"
             )
@@ -246,7 +262,7 @@ class SMTP(BoundedReplies):
                 raise  # InsecureConnection, naming the reason
             except ssl.SSLError as exc:
                 self.close()
-                raise InsecureConnection(
+                raise SMTPInsecureConnection(
                     f"the TLS handshake with {where} after STARTTLS failed "
                     f"({exc.reason or exc}); no token was sent"
                 ) from exc
@@ -268,7 +284,7 @@ class SMTP(BoundedReplies):
     def _raise_refusal(self, code: int, message: bytes, doing: str) -> None:
         text = _text(message)
         if _TOO_MANY in text.lower():
-            raise TooManyConnections(too_many_message("SMTP", text))
+            raise SMTPTooManyConnections(too_many_message("SMTP", text))
         raise Dead(f"the server answered {doing} with {code} {text}")
 
     def _connect(self) -> None:
@@ -305,26 +321,37 @@ class SMTP(BoundedReplies):
             # only continuation to answer is the error challenge: with the
             # initial response, the SASL_ROUNDS every mechanism here may have.
             self.close()
-            raise ProtocolError(
+            raise SMTPProtocolError(
                 f"the SMTP server {self._host}:{self._port} sent a continuation "
                 f"(334) after the error challenge; no mechanism has more than "
                 f"{SASL_ROUNDS} rounds, so the connection was closed"
             )
         if _TOO_MANY in text.lower():
-            raise TooManyConnections(too_many_message("SMTP", text))
+            raise SMTPTooManyConnections(too_many_message("SMTP", text))
         if 400 <= code < 500:
             # 421/454: a temporary refusal, not a verdict on the token.
             self.close()
             raise Dead(f"the server answered AUTH with {code} {text}")
         status = challenge.status if challenge else None
-        raise AuthenticationFailed(
-            f"SMTP server {self._host} rejected {self._mechanism} for {self._user}: "
-            f"{code} {text}" + (f" (status {status})" if status else ""),
-            protocol="smtp",
+        scope = challenge.scope if challenge else None
+        # The reply's lines on one line: "535-5.7.8 ... at" / "535 5.7.8 https...".
+        server_text = one_line(f"{code} {text}")
+        raise SMTPAuthenticationFailed(
+            rejection_message(
+                protocol="smtp",
+                server=f"{self._host}:{self._port}",
+                user=self._user,
+                mechanism=self._mechanism,
+                server_text=server_text,
+                status=status,
+                scope=scope,
+            ),
+            smtp_code=code,
+            smtp_error=message,
             mechanism=self._mechanism,
             status=status,
-            scope=challenge.scope if challenge else None,
-            server_text=f"{code} {text}",
+            scope=scope,
+            server_text=server_text,
         )
 
     # -- plumbing: errors translated once, scrubbed of every secret ------------
@@ -359,7 +386,7 @@ class SMTP(BoundedReplies):
             return Dead(f"{exc} during {doing}")
         if isinstance(exc, ssl.SSLCertVerificationError):
             self.close()
-            return InsecureConnection(
+            return SMTPInsecureConnection(
                 f"the certificate of the SMTP server {self._host}:{self._port} did "
                 f"not verify ({exc.verify_message}); no token was sent"
             )
@@ -385,8 +412,8 @@ class SMTP(BoundedReplies):
             return Dead(f"{type(exc).__name__} during {doing}")
         return exc
 
-    def _timeout(self, doing: str) -> Timeout:
-        return Timeout(
+    def _timeout(self, doing: str) -> SMTPTimeout:
+        return SMTPTimeout(
             f"the SMTP server {self._host}:{self._port} did not answer {doing} "
             f"within {self.timeout} s"
         )
@@ -408,12 +435,19 @@ class SMTP(BoundedReplies):
             reason,
         )
         self.close()
-        reconnect(
-            self._connect,
-            self.close,
-            self._backoff,
-            where=f"the SMTP server {self._host}:{self._port}",
-        )
+        try:
+            reconnect(
+                self._connect,
+                self.close,
+                self._backoff,
+                where=f"the SMTP server {self._host}:{self._port}",
+            )
+        except ConnectionLost as exc:
+            if isinstance(exc, SMTPConnectionLost):
+                raise
+            # The shared reconnect loop gave up: SMTP's class, as everywhere.
+            error = recast(exc, SMTPConnectionLost)
+            raise error from error.__cause__
 
     def _server_goodbye(self) -> str:
         """Read what the server sent unasked before it hung up, for the log."""
@@ -439,7 +473,7 @@ class SMTP(BoundedReplies):
             return
         self.close()
         if not self._reconnect:
-            raise ConnectionLost(f"{reason}, and reconnect=False")
+            raise SMTPConnectionLost(f"{reason}, and reconnect=False")
         self._reestablish(reason)
 
     # -- sending -------------------------------------------------------------------
@@ -475,8 +509,8 @@ class SMTP(BoundedReplies):
         finally:
             self._in_data = False
 
-    def _delivery_unknown(self, what: str) -> DeliveryUnknown:
-        return DeliveryUnknown(
+    def _delivery_unknown(self, what: str) -> SMTPDeliveryUnknown:
+        return SMTPDeliveryUnknown(
             f"{what} after the message's final dot was sent to {self._host}:"
             f"{self._port} and before the server's verdict: it may or may not have "
             "been accepted, so it was not sent again. Look in Sent Mail before "
@@ -504,14 +538,14 @@ class SMTP(BoundedReplies):
             return self._sendmail_once(*args)
         except Dead as exc:
             if not self._reconnect:
-                raise ConnectionLost(
+                raise SMTPConnectionLost(
                     f"{exc}; the message was not sent (reconnect=False)"
                 ) from exc
             self._reestablish(f"{exc}, before the message was sent")
         try:
             return self._sendmail_once(*args)
         except Dead as exc:
-            raise ConnectionLost(
+            raise SMTPConnectionLost(
                 f"{exc}, again after reconnecting; the message was not sent"
             ) from exc
 
@@ -572,13 +606,13 @@ class SMTP(BoundedReplies):
                 return call()
         except Dead as exc:
             if not self._reconnect:
-                raise ConnectionLost(f"{exc}, and reconnect=False") from exc
+                raise SMTPConnectionLost(f"{exc}, and reconnect=False") from exc
             self._reestablish(str(exc))
         try:
             with self._wire(what):
                 return call()
         except Dead as exc:
-            raise ConnectionLost(f"{exc}, again after reconnecting") from exc
+            raise SMTPConnectionLost(f"{exc}, again after reconnecting") from exc
 
     def quit(self) -> _Reply:
         """QUIT and close; a connection the server already closed, or whose

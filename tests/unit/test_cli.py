@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -470,21 +471,51 @@ def test_check_oauthbearer_over_starttls(
     assert capsys.readouterr().out.split()[:3] == ["smtp", "ok", "OAUTHBEARER"]
 
 
-def test_check_reports_the_decoded_rejection(
-    gmail: FakeGmail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def api_rejection(gmail: FakeGmail, protocol: str, token: str, user: str) -> str:
+    """What the library says when ``token`` is used to log in as ``user``."""
+    from gmail_xoauth2 import IMAP4, POP3, SMTP, AuthenticationFailed
+    from gmail_xoauth2._tokens import StaticTokenProvider
+
+    cls, port = {
+        "imap": (IMAP4, gmail.imap_port),
+        "pop": (POP3, gmail.pop_port),
+        "smtp": (SMTP, gmail.smtp_port),
+    }[protocol]
+    with pytest.raises(AuthenticationFailed) as info:
+        cls(  # type: ignore[operator]
+            user,
+            StaticTokenProvider(token),
+            gmail.host,
+            port,
+            ssl_context=gmail.ssl_context(),
+        )
+    return str(info.value)
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop", "smtp"])
+def test_check_reports_a_rejection_as_the_api_does(
+    gmail: FakeGmail,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    protocol: str,
 ) -> None:
-    # Alice's token, presented as Bob: Gmail's error challenge, then -ERR.
+    # Alice's token, presented as Bob: Gmail's error challenge, then the refusal.
     path = gmail.google.write_authorized_user_file(tmp_path / "t.json", USER)
-    argv = check_argv(gmail, path, "--user", "bob@example.com", "--pop")
+    argv = check_argv(gmail, path, "--user", "bob@example.com", f"--{protocol}")
     assert cli.main(argv) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:3] == ["pop", "failed", "XOAUTH2"]
-    assert out[1].strip() == (
-        'rejected (status 400, scope https://mail.google.com/): "-ERR [AUTH] Invalid '
-        'credentials."; the server refused the token: check that --user is the '
-        "account you authorized"
-    )
+    assert len(out) == 2
+    assert out[0].split()[:3] == [protocol, "failed", "XOAUTH2"]
     token = json.loads(path.read_text())["token"]
+    reason = out[1].strip()
+    # The same words, but for the id of the SMTP session Gmail quotes.
+    api = api_rejection(gmail, protocol, token, "bob@example.com")
+    session = re.compile(r"fake\w+gmx")
+    assert session.sub("ID", reason) == session.sub("ID", api)
+    assert "(status 400, scope https://mail.google.com/)" in reason
+    assert "the token was authorized for another account than bob@example.com" in (
+        reason
+    )
     assert token not in "\n".join(out)
 
 
@@ -525,7 +556,7 @@ def test_check_rejection_over_smtp_is_one_line(
     assert len(out) == 2
     assert out[0].split()[:3] == ["smtp", "failed", "XOAUTH2"]
     assert "Learn more at 5.7.8 https://support.google.com/mail/" in out[1]
-    assert out[1].endswith("check that --user is the account you authorized")
+    assert out[1].endswith("or log in as the account that authorized it")
 
 
 def test_check_without_the_ca_says_to_pass_cafile(

@@ -34,10 +34,18 @@ from gmail_xoauth2 import (
     AuthenticationFailed,
     ConnectionLost,
     DeliveryUnknown,
+    Error,
     InsecureConnection,
     LimitExceeded,
     Limits,
     ProtocolError,
+    SMTPAuthenticationFailed,
+    SMTPConnectionLost,
+    SMTPDeliveryUnknown,
+    SMTPInsecureConnection,
+    SMTPLimitExceeded,
+    SMTPProtocolError,
+    SMTPTimeout,
     Timeout,
     oauthbearer_string,
     xoauth2_response,
@@ -157,6 +165,9 @@ def run(
 
     with serving(script, pki.server_context(), implicit=mode == "tls") as server:
         outcome = attack(call, seconds=seconds)
+    if isinstance(outcome.error, Error):
+        # Code written for smtplib catches it too.
+        assert isinstance(outcome.error, smtplib.SMTPException), outcome.error
     return outcome, list(server.received), server.connections
 
 
@@ -172,10 +183,23 @@ def secrets(port: int | None = None) -> list[str]:
     return found
 
 
+# What SMTP raises for each of the library's errors: its SMTPException subclass.
+AS_SMTP: dict[type[BaseException], type[BaseException]] = {
+    AuthenticationFailed: SMTPAuthenticationFailed,
+    ConnectionLost: SMTPConnectionLost,
+    DeliveryUnknown: SMTPDeliveryUnknown,
+    InsecureConnection: SMTPInsecureConnection,
+    LimitExceeded: SMTPLimitExceeded,
+    ProtocolError: SMTPProtocolError,
+    Timeout: SMTPTimeout,
+}
+
+
 def raised(outcome: Outcome, expected: type[BaseException]) -> BaseException:
-    """Exactly ``expected`` was raised, and no secret is anywhere."""
+    """Exactly ``expected`` (as SMTP raises it) was raised, and no secret anywhere."""
     error = assert_raised(outcome, expected)
-    assert type(error) is expected, f"{type(error).__mro__}: {error}"
+    exact = AS_SMTP.get(expected, expected)
+    assert type(error) is exact, f"{type(error).__mro__}: {error}"
     assert_no_secret(outcome)
     return error
 
