@@ -334,8 +334,7 @@ class SMTP(BoundedReplies):
             raise Dead(f"the server answered AUTH with {code} {text}")
         status = challenge.status if challenge else None
         scope = challenge.scope if challenge else None
-        # The reply's lines on one line: "535-5.7.8 ... at" / "535 5.7.8 https...".
-        server_text = one_line(f"{code} {text}")
+        server_text = f"{code} {text}"  # "535-5.7.8 ..." / "535 5.7.8 ..." as one line
         raise SMTPAuthenticationFailed(
             rejection_message(
                 protocol="smtp",
@@ -650,9 +649,10 @@ class SMTP(BoundedReplies):
 
 def _text(value: bytes | str) -> str:
     """A server's text as an exception or a log line may quote it: decoded,
-    scrubbed of every secret (a refusal may quote the AUTH line), cut short."""
+    scrubbed of every secret (a refusal may quote the AUTH line), on one line
+    (a reply's lines are joined), cut short."""
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    text = scrub(text)
+    text = one_line(scrub(text))
     return text if len(text) <= _QUOTED else text[:_QUOTED] + "..."
 
 

@@ -354,3 +354,17 @@ def test_a_refusal_without_a_challenge_says_so(gmail: FakeGmail) -> None:
     message = str(info.value)
     assert info.value.status is None
     assert f'(no error challenge): "{line}"; if the reply does not say why' in message
+
+
+def test_a_multi_line_smtp_refusal_is_quoted_on_one_line(gmail: FakeGmail) -> None:
+    gmail.fail_next(
+        "smtp",
+        "AUTH",
+        "reply",
+        line="454-4.7.0 Too many simultaneous connections\r\n454 4.7.0 for alice",
+    )
+    with pytest.raises(SMTPTooManyConnections) as info:
+        connector(gmail, "smtp")(lambda: gmail.mint_token(ALICE))
+    message = str(info.value)
+    assert "Too many simultaneous connections 4.7.0 for alice" in message
+    assert "\n" not in message and "\r" not in message
