@@ -32,7 +32,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._backoff import Backoff
     from ._constants import GMAIL_IMAP_HOST, GMAIL_POP_HOST, GMAIL_SMTP_HOST
-    from ._imap_errors import IMAPAuthenticationFailed, IMAPTooManyConnections
+    from ._imap_errors import (
+        IMAPAuthenticationFailed,
+        IMAPInsecureConnection,
+        IMAPLimitExceeded,
+        IMAPProtocolError,
+        IMAPTimeout,
+        IMAPTooManyConnections,
+    )
     from ._imap_idle import Idler
     from ._imap_watch import NewMessage, UIDValidityChanged, Watcher
     from ._limits import Limits
@@ -98,6 +105,10 @@ _LAZY = {
     "IMAP4": ".imap",
     "IMAPAuthenticationFailed": "._imap_errors",
     "IMAPTooManyConnections": "._imap_errors",
+    "IMAPInsecureConnection": "._imap_errors",
+    "IMAPLimitExceeded": "._imap_errors",
+    "IMAPProtocolError": "._imap_errors",
+    "IMAPTimeout": "._imap_errors",
     "IMAPConnectionLost": ".imap",
     "Idler": "._imap_idle",
     "NewMessage": "._imap_watch",
@@ -143,6 +154,10 @@ __all__ = [
     "GoogleTokenProvider",
     "IMAPAuthenticationFailed",
     "IMAPConnectionLost",
+    "IMAPInsecureConnection",
+    "IMAPLimitExceeded",
+    "IMAPProtocolError",
+    "IMAPTimeout",
     "IMAPTooManyConnections",
     "Idler",
     "InsecureConnection",

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._imap_errors import raise_as_imap
 from ._redact import get_logger, scrub_exception
 from .errors import Error, ProtocolError
 
@@ -80,7 +81,7 @@ class Idler:
             return self._enter()
         except BaseException as exc:
             scrub_exception(exc)
-            raise
+            raise_as_imap(exc)
 
     def _enter(self) -> Idler:
         imap = self._imap
@@ -122,6 +123,13 @@ class Idler:
         try:
             if self._tag is not None and not imap._dead:
                 self._end()
+        except ProtocolError as error:
+            # What followed DONE was malformed or over a bound: out of step.
+            imap._drop()
+            scrub_exception(error)
+            raise_as_imap(error)
+        except TimeoutError as error:
+            raise_as_imap(imap._timed_out("DONE", error))
         except imap._death as error:
             _log.debug("connection lost while leaving IDLE: %s", error)
             imap._drop()
@@ -299,7 +307,7 @@ class Idler:
             self._guarded_step(step)
         except BaseException as exc:
             scrub_exception(exc)
-            raise
+            raise_as_imap(exc)
 
     def _guarded_step(self, step: Callable[[], None]) -> None:
         imap = self._imap

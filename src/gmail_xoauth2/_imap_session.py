@@ -26,6 +26,7 @@ from .errors import (
     Error,
     InsecureConnection,
     Timeout,
+    TokenError,
     TooManyConnections,
 )
 
@@ -211,6 +212,15 @@ class SessionLifecycle:
                 self._drop()
                 self._next_attempt(retry, exc, state, too_many=True)
                 continue
+            except TokenError as exc:
+                # A token source that is down for now (a network failure on
+                # its way) is waited out like the mail server; others raise.
+                self._drop()
+                if not exc.retryable:
+                    self.state = state
+                    raise
+                self._next_attempt(retry, exc, state)
+                continue
             except self._retryable as exc:
                 self._drop()
                 self._next_attempt(retry, exc, state)
@@ -247,7 +257,7 @@ class SessionLifecycle:
             return
         # Keep the logical state so the next command tries again.
         self.state = state
-        if too_many:
+        if too_many or isinstance(exc, TokenError):
             raise exc
         host, port = self._server
         raise self._lost(

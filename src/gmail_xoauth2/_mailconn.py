@@ -17,6 +17,7 @@ from .errors import (
     ChallengeDecodeError,
     ConnectionLost,
     Timeout,
+    TokenError,
     TooManyConnections,
 )
 
@@ -119,7 +120,7 @@ def login(
         authenticate(tokens.token())
         return
     except AuthenticationFailed as exc:
-        _log.info(
+        _log.debug(
             "%s rejected the token (status %s); refreshing it and trying once more",
             where,
             exc.status,
@@ -163,6 +164,11 @@ def reconnect(
         except TooManyConnections as exc:
             abandon()
             if not retry.wait(exc, too_many=True):
+                raise
+        except TokenError as exc:
+            # A token source down for now is waited out like the server.
+            abandon()
+            if not exc.retryable or not retry.wait(exc):
                 raise
         except (Dead, Timeout) as exc:
             abandon()

@@ -395,8 +395,7 @@ class GoogleTokenProvider:
                 "these credentials hold no refresh token, so the access token "
                 "cannot be renewed; run `gmail-xoauth2 authorize` to get one"
             )
-        delays = self._backoff.delays()
-        attempt = 1
+        retry = self._backoff.start("the token endpoint", logger=_log)
         while True:
             started = self._clock()
             try:
@@ -430,16 +429,13 @@ class GoogleTokenProvider:
                 ) from exc
             else:
                 return self._refreshed(started)
-            try:
-                next(delays)
-            except StopIteration:
+            # Each wait is logged once, at WARNING, with the reason.
+            if not retry.wait(reason):
                 raise TokenError(
-                    f"the token endpoint failed {attempt} times ({reason}); "
+                    f"the token endpoint failed {retry.attempts} times ({reason}); "
                     "try again later",
                     retryable=True,
                 ) from failure
-            attempt += 1
-            _log.info("token endpoint failed (%s); attempt %d", reason, attempt)
 
     def _refreshed(self, started: datetime) -> str:
         """Record a new token; its expiry is kept on this provider's clock."""

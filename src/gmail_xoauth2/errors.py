@@ -44,11 +44,15 @@ fields, its message and its cause, and pickles with them::
     ├── POPConnectionLost          ConnectionLost
     └── POPTimeout                 Timeout
 
-    IMAP: a refused login is an imaplib.IMAP4.error, a lost connection IMAP4.abort
+    IMAP: every error is an imaplib.IMAP4.error; those that closed the
+    connection are IMAP4.abort, as imaplib's own are
     ├── IMAPAuthenticationFailed   AuthenticationFailed, imaplib.IMAP4.error
     ├── IMAPTooManyConnections     TooManyConnections, imaplib.IMAP4.error
-    └── IMAPConnectionLost         ConnectionLost, imaplib.IMAP4.abort
-    (IMAP4's other errors, such as Timeout and ProtocolError, are the classes above)
+    ├── IMAPInsecureConnection     InsecureConnection, imaplib.IMAP4.error
+    ├── IMAPProtocolError          ProtocolError, imaplib.IMAP4.abort
+    │   └── IMAPLimitExceeded      LimitExceeded
+    ├── IMAPConnectionLost         ConnectionLost, imaplib.IMAP4.abort
+    └── IMAPTimeout                Timeout, imaplib.IMAP4.abort
 
 TokenError and ConfigurationError are not the protocol's: a token that could not
 be obtained is no answer from the mail server. Catch the classes of the first tree

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from ._backoff import Backoff
 from ._constants import GMAIL_IMAP_HOST, IMAP_SESSION_LIMIT
+from ._imap_errors import raise_as_imap
 from ._imap_idle import Idler
 from ._imap_policy import (
     SESSION_COMMANDS,
@@ -204,7 +205,7 @@ class IMAP4(SessionLifecycle, BufferedTransport, TypedCommands):
             self._open_session()
         except Error as exc:
             scrub_exception(exc)
-            raise
+            raise_as_imap(exc)
         except _DEATH as exc:
             lost = _lost(f"could not connect to {host}:{port}: {exc}")
             scrub_exception(exc)
@@ -491,7 +492,7 @@ class IMAP4(SessionLifecycle, BufferedTransport, TypedCommands):
             if isinstance(exc, ProtocolError):
                 # A malformed or oversized reply: the stream is out of step.
                 self._drop()
-            raise
+            raise_as_imap(exc)
         # The tagged reply's text is the server's words, like an exception's:
         # one that quotes the SASL string back does not hand it on.
         return typ, [scrub_bytes(d) if isinstance(d, bytes) else d for d in data]
@@ -643,7 +644,7 @@ class IMAP4(SessionLifecycle, BufferedTransport, TypedCommands):
         fresh = self._tokens.token(force_refresh=True)
         if fresh == token:
             raise first
-        _log.info(
+        _log.debug(
             "token for %s rejected (status %s); retrying with a refreshed token",
             self._user,
             first.status,

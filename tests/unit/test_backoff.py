@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gmail_xoauth2 import Backoff, ConfigurationError, TooManyConnections
+from gmail_xoauth2 import Backoff, ConfigurationError, TokenError, TooManyConnections
 from gmail_xoauth2.imap import IMAP4
 from gmail_xoauth2.testing.clock import ManualClock
 from gmail_xoauth2.testing.gmail import FakeGmail
@@ -163,5 +163,73 @@ def test_imap_raises_too_many_connections_with_the_default_policy(
     with pytest.raises(TooManyConnections):
         imap.noop()
     assert slept == []
+    assert imap.noop()[0] == "OK"  # the next command tries again
+    imap.logout()
+
+
+class FlakyTokens:
+    """The fake's provider, failing ``failures`` times once ``broken`` is set."""
+
+    def __init__(self, inner: object, error: Exception, failures: int) -> None:
+        self.inner = inner
+        self.error = error
+        self.failures = failures
+        self.broken = False
+
+    def token(self, *, force_refresh: bool = False) -> str:
+        if self.broken and self.failures > 0:
+            self.failures -= 1
+            raise self.error
+        return self.inner.token(force_refresh=force_refresh)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_token_source_down_for_now_is_waited_out_on_a_reconnect(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    slept: list[float] = []
+    tokens = FlakyTokens(
+        gmail.token_provider(ALICE, clock=clock), ConnectionError("vault down"), 3
+    )
+    imap = IMAP4(
+        ALICE,
+        tokens,
+        gmail.host,
+        gmail.imap_port,
+        ssl_context=gmail.ssl_context(),
+        clock=clock,
+        backoff=Backoff.forever(sleep=slept.append),
+        timeout=10,
+    )
+    imap.select("INBOX")
+    tokens.broken = True
+    gmail.end_sessions(ALICE, "imap")
+    assert imap.noop()[0] == "OK"
+    assert len(slept) == 3 and imap.reconnects == 1
+    imap.logout()
+
+
+def test_a_token_source_that_is_broken_is_raised_at_once(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    slept: list[float] = []
+    tokens = FlakyTokens(
+        gmail.token_provider(ALICE, clock=clock), RuntimeError("bad config"), 1
+    )
+    imap = IMAP4(
+        ALICE,
+        tokens,
+        gmail.host,
+        gmail.imap_port,
+        ssl_context=gmail.ssl_context(),
+        clock=clock,
+        backoff=Backoff.forever(sleep=slept.append),
+        timeout=10,
+    )
+    imap.select("INBOX")
+    tokens.broken = True
+    gmail.end_sessions(ALICE, "imap")
+    with pytest.raises(TokenError) as caught:
+        imap.noop()
+    assert not caught.value.retryable and slept == []
     assert imap.noop()[0] == "OK"  # the next command tries again
     imap.logout()

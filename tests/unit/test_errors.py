@@ -31,6 +31,10 @@ from gmail_xoauth2 import (
     Error,
     IMAPAuthenticationFailed,
     IMAPConnectionLost,
+    IMAPInsecureConnection,
+    IMAPLimitExceeded,
+    IMAPProtocolError,
+    IMAPTimeout,
     IMAPTooManyConnections,
     InsecureConnection,
     LimitExceeded,
@@ -86,6 +90,10 @@ PROTOCOL_CLASSES: dict[type[Error], tuple[type[Error], type[BaseException]]] = {
     IMAPAuthenticationFailed: (AuthenticationFailed, imaplib.IMAP4.error),
     IMAPTooManyConnections: (TooManyConnections, imaplib.IMAP4.error),
     IMAPConnectionLost: (ConnectionLost, imaplib.IMAP4.abort),
+    IMAPInsecureConnection: (InsecureConnection, imaplib.IMAP4.error),
+    IMAPProtocolError: (ProtocolError, imaplib.IMAP4.abort),
+    IMAPLimitExceeded: (LimitExceeded, imaplib.IMAP4.abort),
+    IMAPTimeout: (Timeout, imaplib.IMAP4.abort),
 }
 
 

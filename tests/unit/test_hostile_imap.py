@@ -136,6 +136,9 @@ def run(
         finally:
             imaplib.Debug = old
     assert_no_secret(outcome)
+    if outcome.error is not None:
+        # Code written for imaplib catches every one of them with M.error.
+        assert isinstance(outcome.error, imaplib.IMAP4.error), repr(outcome.error)
     return outcome
 
 
