@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["Backoff", "Retry", "Sleep"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("gmail_xoauth2")
 
 Sleep = Callable[[float], None]
 

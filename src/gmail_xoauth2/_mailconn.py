@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import select
 import socket
 import ssl
@@ -31,7 +32,7 @@ __all__ = [
     "too_many_message",
 ]
 
-_log = get_logger(__name__)
+_log = get_logger("gmail_xoauth2")  # shared by POP and SMTP, which pass their own
 
 # What answers an error challenge: the empty response (XOAUTH2, Google's "OAuth
 # 2.0 Mechanism" page) or ^A (OAUTHBEARER, RFC 7628 section 3.2.3), base64.
@@ -105,6 +106,7 @@ def login(
     peer_closed: Callable[[], bool],
     abandon: Callable[[], None],
     where: str,
+    logger: logging.Logger = _log,
 ) -> None:
     """Open a connection and log in; a rejected token is refreshed once.
 
@@ -120,7 +122,7 @@ def login(
         authenticate(tokens.token())
         return
     except AuthenticationFailed as exc:
-        _log.debug(
+        logger.debug(
             "%s rejected the token (status %s); refreshing it and trying once more",
             where,
             exc.status,
@@ -144,6 +146,7 @@ def reconnect(
     backoff: Backoff,
     *,
     where: str,
+    logger: logging.Logger = _log,
 ) -> None:
     """Call ``connect`` until it succeeds, backing off while the server is away.
 
@@ -156,7 +159,7 @@ def reconnect(
         ConnectionLost: the backoff gave up on an unavailable server.
         TooManyConnections: Gmail refused another connection for the user.
     """
-    retry = backoff.start(where, logger=_log)
+    retry = backoff.start(where, logger=logger)
     while True:
         try:
             connect()

@@ -47,7 +47,7 @@ __all__ = [
     "token_file_data",
 ]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("gmail_xoauth2.auth")
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
 # RFC 6749 section 5.2: error codes are printable ASCII; anything else is not shown.

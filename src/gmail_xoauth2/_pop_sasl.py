@@ -15,7 +15,7 @@ from .errors import AuthenticationFailed, ProtocolError, TooManyConnections
 
 __all__ = ["SESSION_ENDED", "TOO_MANY", "authenticate"]
 
-_log = get_logger(__name__)
+_log = get_logger("gmail_xoauth2.pop")
 
 # RFC 3206 codes and texts that end the session, not just the command.
 SESSION_ENDED = (b"[SYS/TEMP]", b"SESSION EXPIRED", b"SHUTTING DOWN")

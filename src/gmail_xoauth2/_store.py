@@ -27,7 +27,7 @@ def _debug(message: str, *args: object) -> None:
     # `token` command's fast path must start in a few milliseconds.
     import logging
 
-    logging.getLogger(__name__).debug(message, *args)
+    logging.getLogger("gmail_xoauth2.auth").debug(message, *args)
 
 
 _AUTHORIZE_ADVICE = "run `gmail-xoauth2 authorize` to create it"

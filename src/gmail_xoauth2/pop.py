@@ -216,6 +216,7 @@ class POP3(PopWire, poplib.POP3):
             peer_closed=self._peer_closed,
             abandon=self._abandon,
             where=f"the POP3 server {self.host}:{self.port}",
+            logger=_log,
         )
         self._deadline.start(self._tokens)
         self._deferred_logged = False
@@ -265,6 +266,7 @@ class POP3(PopWire, poplib.POP3):
             self._abandon,
             self._backoff,
             where=f"the POP3 server {self.host}:{self.port}",
+            logger=_log,
         )
         # A new session numbers the messages afresh (RFC 1939 section 5).
         self._maildrop.replaced()

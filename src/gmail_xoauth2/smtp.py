@@ -296,6 +296,7 @@ class SMTP(BoundedReplies):
             peer_closed=self._peer_closed,
             abandon=self.close,
             where=f"the SMTP server {self._host}:{self._port}",
+            logger=_log,
         )
         self._deadline.start(self._tokens)
 
@@ -440,6 +441,7 @@ class SMTP(BoundedReplies):
                 self.close,
                 self._backoff,
                 where=f"the SMTP server {self._host}:{self._port}",
+                logger=_log,
             )
         except ConnectionLost as exc:
             if isinstance(exc, SMTPConnectionLost):

@@ -84,3 +84,29 @@ def test_log_records_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
     message = caplog.records[0].getMessage()
     assert TOKEN not in message and B64 not in message
     assert message.startswith("server said <redacted> and b'<redacted>")
+
+
+def test_loggers_are_named_for_the_public_modules() -> None:
+    import importlib
+    import pkgutil
+
+    import gmail_xoauth2
+
+    for module in pkgutil.iter_modules(gmail_xoauth2.__path__):
+        importlib.import_module(f"gmail_xoauth2.{module.name}")
+    names = {
+        name
+        for name in logging.Logger.manager.loggerDict
+        if name.startswith("gmail_xoauth2")
+        and not name.startswith("gmail_xoauth2.testing")
+    }
+    public = {
+        "gmail_xoauth2",
+        "gmail_xoauth2.auth",
+        "gmail_xoauth2.cli",
+        "gmail_xoauth2.imap",
+        "gmail_xoauth2.pop",
+        "gmail_xoauth2.smtp",
+        "gmail_xoauth2.test_redact",  # this file's own, above
+    }
+    assert names <= public, sorted(names - public)
