@@ -1,4 +1,4 @@
-"""Use a gmail-xoauth2 token with imap_tools: print the newest messages' subjects.
+"""imap_tools' MailBox on gmail-xoauth2's IMAP4: print the newest messages' subjects.
 
 python with_imap_tools.py --token-file token.json --user you@gmail.com
 """
@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import ssl
-
-from imap_tools import MailBox
 
 
 def main() -> None:
@@ -24,11 +22,13 @@ def main() -> None:
 
     # --- begin
     from gmail_xoauth2 import GoogleTokenProvider
+    from gmail_xoauth2.adapters import GmailMailBox
 
     tokens = GoogleTokenProvider.from_authorized_user_file(token_file)
 
-    mailbox = MailBox(host, port, ssl_context=ssl_context)
-    with mailbox.xoauth2(user, tokens.token(), initial_folder="INBOX"):
+    # Logged in with OAuth by the constructor; the token is refreshed and the
+    # session replaced whenever Gmail ends it, even in the middle of fetch().
+    with GmailMailBox(user, tokens, host, port, ssl_context=ssl_context) as mailbox:
         for msg in mailbox.fetch(limit=10, reverse=True, mark_seen=False):
             print(msg.date_str, msg.from_, msg.subject)
     # --- end
