@@ -74,6 +74,9 @@ _FOLDER_LABELS = {
 
 # Folders whose messages are not also in All Mail (Gmail keeps Spam and Trash out).
 _OUTSIDE_ALL_MAIL = frozenset({ALL_MAIL, SPAM, TRASH})
+# Expunging in these deletes a message forever, every copy of it (Gmail's
+# "Delete forever"); elsewhere an expunge only removes that label.
+_DELETES_FOREVER = frozenset({SPAM, TRASH})
 
 _FIRST_MSGID = 1_600_000_000_000_000_000
 
@@ -453,6 +456,9 @@ class MailStore:
     ) -> list[int]:
         """Remove ``\\Deleted`` messages (only those in ``uids``, if given).
 
+        In Trash and Spam this deletes them forever, as on Gmail: every copy of
+        them goes, in All Mail and every label too.
+
         Returns:
             The sequence numbers in the order IMAP must send ``* n EXPUNGE``:
             ascending, each valid at the moment it is sent (so deleting
@@ -473,12 +479,26 @@ class MailStore:
                 else:
                     kept.append(message)
             box.messages = kept
+            events: list[MailEvent] = []
+            if gone:
+                uidlist = tuple(m.uid for m in gone)
+                events.append(MailEvent(user.lower(), box.name, "expunge", uidlist))
+            if box.name in _DELETES_FOREVER:
+                events += self._purge(user, {m.gm_msgid for m in gone})
             for message in gone:
                 self._relabel(user, message.gm_msgid)
-        if gone:
-            uidlist = tuple(m.uid for m in gone)
-            self._notify([MailEvent(user.lower(), mailbox, "expunge", uidlist)])
+        self._notify(events)
         return numbers
+
+    def _purge(self, user: str, msgids: set[int]) -> list[MailEvent]:
+        """Remove every copy of these messages, in every folder (lock held)."""
+        events: list[MailEvent] = []
+        for other in self._boxes(user).values():
+            removed = tuple(m.uid for m in other.messages if m.gm_msgid in msgids)
+            if removed:
+                other.messages = [m for m in other.messages if m.uid not in removed]
+                events.append(MailEvent(user.lower(), other.name, "expunge", removed))
+        return events
 
     def remove(self, user: str, mailbox: str, uids: Iterable[int]) -> list[int]:
         """Remove messages by UID whatever their flags (POP's DELE at QUIT)."""
