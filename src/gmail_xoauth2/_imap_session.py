@@ -25,6 +25,7 @@ from .errors import (
     ConnectionLost,
     Error,
     InsecureConnection,
+    ProtocolError,
     Timeout,
     TokenError,
     TooManyConnections,
@@ -61,6 +62,8 @@ class SessionLifecycle:
     _box: MailboxState
     _death: tuple[type[BaseException], ...]
     """What a dead connection looks like: imaplib's abort (BYE, EOF) or OSError."""
+    _compress: bool
+    """Whether to ask for COMPRESS=DEFLATE on each new session."""
 
     @property
     def _retryable(self) -> tuple[type[BaseException], ...]:
@@ -72,16 +75,22 @@ class SessionLifecycle:
         state: str
         capabilities: tuple[str, ...]
         untagged_responses: dict[str, list[Any]]
+        tagged_commands: dict[bytes, Any]
         debug: int
         error: Any  # imaplib.IMAP4.error
 
         def _simple_command(self, name: str, *args: Any) -> tuple[str, list[Any]]: ...
         def _get_capabilities(self) -> None: ...
+        def _get_response(self) -> Any: ...
+        def _check_bye(self) -> None: ...
+        def _new_tag(self) -> bytes: ...
 
         # BufferedTransport's.
+        def send(self, data: Any) -> None: ...
         def shutdown(self) -> None: ...
         def server_hung_up(self) -> str | None: ...
         def starttls_wrap(self, host: str) -> None: ...
+        def start_compression(self) -> None: ...
 
         # IMAP4's: the greeting, login and re-SELECT, which use imaplib itself.
         @staticmethod
@@ -89,6 +98,7 @@ class SessionLifecycle:
         def _greet(self) -> None: ...
         def _login(self) -> None: ...
         def _restore(self, mailbox: tuple[str, bool] | None) -> None: ...
+        def _trace_out(self, data: bytes) -> None: ...
 
     @contextlib.contextmanager
     def _raw(self) -> Iterator[None]:
@@ -276,6 +286,8 @@ class SessionLifecycle:
                     self._negotiate_tls()
                 self._tls_established = True
                 self._login()
+                if self._compress and "COMPRESS=DEFLATE" in self.capabilities:
+                    self._negotiate_compress()
         except ssl.SSLCertVerificationError as exc:
             self._drop()
             raise InsecureConnection(
@@ -296,6 +308,33 @@ class SessionLifecycle:
         self._dead = False
         self._deadline.start(self._tokens)
         _log.debug("IMAP session for %s on %s:%s ready", self._user, host, port)
+
+    def _negotiate_compress(self) -> None:
+        """COMPRESS DEFLATE (RFC 4978), after TLS and authentication.
+
+        imaplib does not know the command, so it is sent as IDLE and
+        AUTHENTICATE are. A NO or BAD (the server cannot, or will not) leaves
+        the session as it was: uncompressed.
+        """
+        tag = self._new_tag()
+        command = tag + b" COMPRESS DEFLATE"
+        self._trace_out(command)
+        self.send(command + b"\r\n")
+        while self.tagged_commands.get(tag) is None:
+            self._check_bye()
+            if self._get_response() is None:  # imaplib's: a continuation
+                host, port = self._server
+                raise ProtocolError(
+                    f"{host}:{port} sent a continuation request in answer to "
+                    "COMPRESS; the connection was closed"
+                )
+        typ, data = self.tagged_commands.pop(tag)
+        if typ != "OK":
+            _log.debug("COMPRESS DEFLATE refused (%s %r); uncompressed", typ, data)
+            return
+        # The server compresses from the byte after its OK line; so do we.
+        self.start_compression()
+        _log.debug("COMPRESS DEFLATE on")
 
     def _negotiate_tls(self) -> None:
         host, port = self._server

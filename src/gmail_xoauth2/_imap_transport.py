@@ -1,9 +1,11 @@
-"""The socket layer under gmail_xoauth2.IMAP4: TLS, our own read buffer, hang-up checks.
+"""The socket layer under gmail_xoauth2.IMAP4: TLS, compression, our own read buffer.
 
 imaplib reads through ``sock.makefile()``, whose buffer cannot be inspected
 without blocking (and Python 3.14 deprecates ``IMAP4.file``). Reading into a
 buffer of our own lets the wrapper see, without blocking, whether the server
-already ended the session before a command is sent.
+already ended the session before a command is sent. Once COMPRESS=DEFLATE
+(RFC 4978) is on, the buffer holds inflated bytes: every bound and every
+check (lines, literals, replies, hang-ups, IDLE's wait) sees the plain text.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ import select
 import socket
 import ssl
 import sys
+import time
 from typing import Any
 
+from ._imap_compress import Deflater, Inflater
 from ._limits import ReplyMeter
+from .errors import ProtocolError
 
 __all__ = ["BufferedTransport"]
 
 _CHUNK = 65536
+# A literal is inflated straight into its buffer in steps of at most this.
+_MAX_INFLATE_STEP = 1 << 20
 _FIRST_LITERAL_STEP = 1 << 18
 _LF = b"\n"
 
@@ -48,6 +55,9 @@ class BufferedTransport:
     _meter: ReplyMeter
     _wake: socket.socket | None
     """Set while idling: readable when another thread wants the wait to end."""
+    # Set once COMPRESS DEFLATE was accepted; a new session starts without.
+    _inflater: Inflater | None = None
+    _deflater: Deflater | None = None
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
         if timeout is not None and not timeout:
@@ -69,28 +79,62 @@ class BufferedTransport:
         self.host = host
         self.port = port
         self._rbuf, self._rpos = b"", 0
+        self._inflater = self._deflater = None
         self._meter.start()  # the greeting is a reply too
         self.sock = self._create_socket(timeout)
 
     def _recv_into(self, view: memoryview) -> int:
         """Receive into ``view`` within the reply's deadline; charge the bytes."""
+        if self._inflater is not None:
+            data = self._recv_inflated(min(len(view), _MAX_INFLATE_STEP))
+            n = len(data)
+            view[:n] = data
+            return n
         wait = self._meter.recv_timeout(self._timeout)
         if wait != self._timeout:
-            return self._recv_by_deadline(wait, view)
-        n = self.sock.recv_into(view)
+            n = self._recv_by_deadline(wait, view)
+        else:
+            n = self.sock.recv_into(view)
         self._meter.charge(n)
         return n
 
     def _recv(self) -> bytes:
         """Receive a chunk within the reply's deadline; charge the bytes."""
+        if self._inflater is not None:
+            return self._recv_inflated(_CHUNK)
+        data = self._recv_wire()
+        self._meter.charge(len(data))
+        return data
+
+    def _recv_wire(self) -> bytes:
+        """A chunk as it came off the socket, within the reply's deadline."""
         wait = self._meter.recv_timeout(self._timeout)
         if wait != self._timeout:
             chunk = bytearray(_CHUNK)
             del chunk[self._recv_by_deadline(wait, memoryview(chunk)) :]
             return bytes(chunk)
-        data = self.sock.recv(_CHUNK)
-        self._meter.charge(len(data))
-        return data
+        return self.sock.recv(_CHUNK)
+
+    def _recv_inflated(self, limit: int) -> bytes:
+        """At most ``limit`` inflated bytes (b"" at EOF); charge them.
+
+        Compressed bytes are received only when what is already here does
+        not inflate to anything, so memory is bounded by ``limit`` and one
+        chunk of input, whatever the input inflates to.
+        """
+        inflater = self._inflater
+        assert inflater is not None
+        while True:
+            data = inflater.inflate(limit)
+            if data:
+                self._meter.charge(len(data))
+                return data
+            if inflater.ended:
+                return b""
+            raw = self._recv_wire()
+            if not raw:
+                return b""
+            inflater.feed(raw)
 
     def _recv_by_deadline(self, wait: float | None, view: memoryview) -> int:
         """A receive whose timeout is the time left before the reply's deadline."""
@@ -98,15 +142,13 @@ class BufferedTransport:
         sock = self.sock
         sock.settimeout(wait)
         try:
-            n = sock.recv_into(view)
+            return sock.recv_into(view)
         except TimeoutError as exc:
             if meter.expired():
                 raise meter.too_slow() from exc
             raise
         finally:
             sock.settimeout(self._timeout)
-        meter.charge(n)
-        return n
 
     def read(self, size: int) -> bytes:
         """Read a literal of ``size`` bytes (fewer at EOF).
@@ -171,9 +213,10 @@ class BufferedTransport:
             size += len(chunk)
 
     def send(self, data: Any) -> None:
-        """Send ``data``; counted once it is out."""
+        """Send ``data`` (compressed once COMPRESS is on); counted once it is out."""
         sys.audit("imaplib.send", self, data)
-        self.sock.sendall(data)
+        deflater = self._deflater
+        self.sock.sendall(data if deflater is None else deflater.compress(data))
         # A command whose first write failed never reached the server.
         self._sends += 1
 
@@ -198,38 +241,92 @@ class BufferedTransport:
         self.sock = self._ssl_context.wrap_socket(self.sock, server_hostname=host)
         self._rbuf, self._rpos = b"", 0
 
+    def start_compression(self) -> None:
+        """Compress both ways from now on: the server accepted COMPRESS DEFLATE.
+
+        Whatever is buffered past the OK was sent compressed (RFC 4978
+        section 3: the server starts right after its OK line).
+        """
+        rest = self._rbuf[self._rpos :]
+        self._rbuf, self._rpos = b"", 0
+        self._inflater = Inflater(self._meter.where, rest)
+        self._deflater = Deflater()
+
+    def _inflate_buffered(self, limit: int) -> None:
+        """Inflate what is already here into the buffer, up to ``limit`` bytes.
+
+        Never blocks, never charges the reply: what it buffers is bounded by
+        ``limit`` and read later by readline, which bounds the line.
+        """
+        inflater = self._inflater
+        if inflater is None or not inflater.pending:
+            return
+        parts = [self._rbuf[self._rpos :]]
+        size = len(parts[0])
+        while size <= limit:
+            data = inflater.inflate(min(_CHUNK, limit + 1 - size))
+            if not data:
+                break
+            parts.append(data)
+            size += len(data)
+        self._rbuf, self._rpos = b"".join(parts), 0
+
+    def _read_ready(self, limit: int) -> tuple[int, bool]:
+        """Read what the socket holds now, without blocking: (bytes, EOF seen).
+
+        At most about ``limit`` bytes; compressed bytes go to the inflater,
+        plain ones to the buffer.
+        """
+        sock = self.sock
+        inflater = self._inflater
+        pending = []
+        size = 0
+        eof = False
+        sock.setblocking(False)
+        try:
+            while size <= limit:
+                chunk = sock.recv(_CHUNK)
+                if not chunk:
+                    eof = True
+                    break
+                if inflater is None:
+                    pending.append(chunk)
+                else:
+                    inflater.feed(chunk)
+                size += len(chunk)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        finally:
+            sock.settimeout(self._timeout)
+        if pending:
+            self._rbuf = self._rbuf[self._rpos :] + b"".join(pending)
+            self._rpos = 0
+        return size, eof
+
     def server_hung_up(self) -> str | None:
         """Why the session is over, if the server already said so. Never blocks.
 
-        Reads whatever is waiting on the socket (at most ``Limits.line_bytes``)
-        into the buffer: EOF or a ``* BYE`` line means a command sent now
-        would go nowhere, and so does a server that talks that much unasked.
+        Reads whatever is waiting on the socket (at most ``Limits.line_bytes``,
+        inflated when COMPRESS is on) into the buffer: EOF or a ``* BYE`` line
+        means a command sent now would go nowhere, and so does a server that
+        talks that much unasked, or sends what does not inflate.
         """
-        sock = self.sock
         limit = self._meter.limits.line_bytes
-        pending = [self._rbuf[self._rpos :]]
-        size = len(pending[0])
-        eof = False
         try:
-            sock.setblocking(False)
-            try:
-                while size <= limit:
-                    chunk = sock.recv(_CHUNK)
-                    if not chunk:
-                        eof = True
-                        break
-                    pending.append(chunk)
-                    size += len(chunk)
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                pass
-            finally:
-                sock.settimeout(self._timeout)
+            _, eof = self._read_ready(limit)
         except OSError as exc:
             return f"connection error: {exc}"
-        self._rbuf, self._rpos = b"".join(pending), 0
+        try:
+            self._inflate_buffered(limit)
+        except ProtocolError as exc:
+            return str(exc)
+        inflater = self._inflater
+        if inflater is not None and inflater.ended:
+            eof = True
+        size = len(self._rbuf) - self._rpos
         if size > limit:
             return f"the server sent more than {limit} bytes unasked"
-        for line in self._rbuf.split(_LF):
+        for line in self._rbuf[self._rpos :].split(_LF):
             if line.startswith(b"* BYE"):
                 return line[2:].rstrip().decode("utf-8", "replace")
         return "the server closed the connection" if eof else None
@@ -238,10 +335,17 @@ class BufferedTransport:
         """Wait up to ``timeout`` seconds (None: forever) for a line to read."""
         if _LF in self._rbuf[self._rpos :]:
             return True
+        if self._inflater is not None:
+            return self._wait_inflated(timeout)
         sock = self.sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         wait = None if timeout is None else max(0.0, timeout)
+        return self._select(wait)
+
+    def _select(self, wait: float | None) -> bool:
+        """select() on the socket and the wake socket; False when woken."""
+        sock = self.sock
         wake = self._wake
         if wake is None:
             ready, _, _ = select.select([sock], [], [], wait)
@@ -252,3 +356,30 @@ class BufferedTransport:
                 wake.recv(64)
             return False
         return bool(ready)
+
+    def _wait_inflated(self, timeout: float | None) -> bool:
+        """wait_readable under COMPRESS: True once a whole inflated line is here.
+
+        A readable socket is not enough: its bytes may inflate to part of a
+        line or to nothing at all (the empty block a sync flush ends with),
+        and a readline then would block past IDLE's wait. So whatever
+        arrives is read and inflated now, until a line (or EOF, or more than
+        a line may hold: readline raises) is buffered or the time is up.
+        """
+        limit = self._meter.limits.line_bytes
+        end = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        inflater = self._inflater
+        assert inflater is not None
+        while True:
+            self._inflate_buffered(limit)
+            buffered = self._rbuf[self._rpos :]
+            if _LF in buffered or len(buffered) > limit or inflater.ended:
+                return True
+            sock = self.sock
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                wait = None if end is None else max(0.0, end - time.monotonic())
+                if not self._select(wait):
+                    return False
+            _, eof = self._read_ready(limit)
+            if eof:
+                return True

@@ -135,6 +135,10 @@ class IMAP4(SessionLifecycle, BufferedTransport, TypedCommands):
         backoff: the waits between reconnect attempts.
         limits: bounds on what the server may send (line, literal and reply
             sizes, and how long a reply may take); see :class:`Limits`.
+        compress: ask for COMPRESS=DEFLATE (RFC 4978) after login when the
+            server offers it (Gmail does), on every new session: several times
+            fewer bytes for text mail. ``limits`` bound the inflated bytes.
+            False keeps the session uncompressed.
 
     Raises:
         AuthenticationFailed: the token was rejected, also after one refresh.
@@ -167,6 +171,7 @@ class IMAP4(SessionLifecycle, BufferedTransport, TypedCommands):
         clock: Clock | None = None,
         backoff: Backoff | None = None,
         limits: Limits | None = None,
+        compress: bool = True,
     ) -> None:
         mech = mechanism.upper()
         if mech not in _MECHANISMS:
@@ -186,6 +191,7 @@ class IMAP4(SessionLifecycle, BufferedTransport, TypedCommands):
         self._deadline = SessionDeadline(clock=clock, session_limit=IMAP_SESSION_LIMIT)
         self._backoff = backoff or Backoff()
         self._limits = limits or DEFAULT_LIMITS
+        self._compress = compress
         self._meter = ReplyMeter(self._limits, where=f"{host}:{port}")
         self._rbuf, self._rpos = b"", 0
         self._sends = 0
@@ -228,6 +234,11 @@ class IMAP4(SessionLifecycle, BufferedTransport, TypedCommands):
     def limits(self) -> Limits:
         """The bounds on what the server may send on this connection."""
         return self._limits
+
+    @property
+    def compressed(self) -> bool:
+        """Whether this session is compressed (the server accepted COMPRESS DEFLATE)."""
+        return self._deflater is not None
 
     def __repr__(self) -> str:
         host, port = self._server

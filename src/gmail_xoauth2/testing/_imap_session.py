@@ -214,9 +214,11 @@ class ImapSession(Connection):
             pieces.append((data[m.end() : end], data[m.end() : end]))
             pos = end
         pieces.append((data[pos:] + b"\r\n", data[pos:]))
+        last = len(pieces) - 1
         with self._wlock:
-            for wire, record in pieces:
-                self.send(wire, record=record)
+            # Under COMPRESS the response is flushed once, after its last piece.
+            for i, (wire, record) in enumerate(pieces):
+                self.send(wire, record=record, flush=i == last)
 
     # -- the selected mailbox --
 
@@ -303,7 +305,9 @@ class ImapSession(Connection):
             while True:
                 if b"\n" in self._buffer or self.closing:
                     return self.readline()
-                if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+                if self.inflate_pending or (
+                    isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+                ):
                     self._fill()
                     continue
                 for key, _ in selector.select():

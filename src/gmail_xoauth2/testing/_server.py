@@ -12,6 +12,7 @@ import selectors
 import socket
 import ssl
 import threading
+import zlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import ClassVar, Literal
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 _MAX_LINE = 1 << 20  # longer lines are a broken client: the fake hangs up
 _BUFSIZE = 65536
+# Inflated in steps of this, so a client's zip bomb costs the fake one step.
+_INFLATE_STEP = 1 << 20
 
 
 def gmail_id(conn_id: int) -> str:
@@ -90,6 +93,10 @@ class Connection:
         self._close_after_hold = False
         self._handler = 0
         self._closing = False
+        # COMPRESS=DEFLATE (RFC 4978), once started: raw DEFLATE both ways.
+        self._deflate: zlib._Compress | None = None
+        self._inflate: zlib._Decompress | None = None
+        self._inflate_more = False
 
     # -- what subclasses write ------------------------------------------------------
 
@@ -251,9 +258,18 @@ class Connection:
         self.send(line + b"\r\n", record=line, continuation=self.is_continuation(line))
 
     def send(
-        self, data: bytes, *, record: bytes | None = None, continuation: bool = False
+        self,
+        data: bytes,
+        *,
+        record: bytes | None = None,
+        continuation: bool = False,
+        flush: bool = True,
     ) -> None:
-        """Send raw bytes (an IMAP literal, say), recorded as ``record`` or as is."""
+        """Send raw bytes (an IMAP literal, say), recorded as ``record`` or as is.
+
+        Under COMPRESS, ``flush=False`` leaves the bytes in the compressor
+        until a later send flushes (the pieces of one response).
+        """
         with self._wlock:
             if self._closing:
                 raise _Disconnected
@@ -262,19 +278,74 @@ class Connection:
             if self._mode == "hold" and not continuation:
                 self._held.append(data)
                 return
-            self._write(data, data if record is None else record)
+            self._write(data, data if record is None else record, flush=flush)
 
-    def _write(self, data: bytes, record: bytes) -> None:
+    def _write(self, data: bytes, record: bytes, *, flush: bool = True) -> None:
         self.backend.record(self.protocol, self.conn_id, "S", record)
+        deflate = self._deflate
+        if deflate is not None:
+            # RFC 4978 section 4: a sync flush after each reply, so the client
+            # can read it whole; the dictionary carries over.
+            data = deflate.compress(data)
+            if flush:
+                data += deflate.flush(zlib.Z_SYNC_FLUSH)
+            if not data:
+                return
         self.sock.sendall(data)
 
+    @property
+    def compressed(self) -> bool:
+        """Whether COMPRESS=DEFLATE is on for this connection."""
+        return self._deflate is not None
+
+    def start_compression(self) -> None:
+        """Compress both ways from now on (after the OK to COMPRESS was sent).
+
+        Bytes the client sent after its command, already buffered, were
+        compressed: they go through the inflater too.
+        """
+        with self._wlock:
+            self._deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        early = bytes(self._buffer)
+        self._buffer.clear()
+        if early:
+            self._buffer += self._inflated(early)
+
+    def _inflated(self, data: bytes) -> bytes:
+        inflate = self._inflate
+        assert inflate is not None
+        try:
+            out = inflate.decompress(data, _INFLATE_STEP)
+        except zlib.error as exc:
+            logger.debug(
+                "%s connection %d: bad DEFLATE data", self.protocol, self.conn_id
+            )
+            raise _Disconnected from exc
+        self._inflate_more = len(out) == _INFLATE_STEP
+        return out
+
+    @property
+    def inflate_pending(self) -> bool:
+        """Whether the inflater holds input (or output) not yet in the buffer."""
+        inflate = self._inflate
+        return inflate is not None and (
+            bool(inflate.unconsumed_tail) or self._inflate_more
+        )
+
     def _fill(self) -> None:
+        if self.inflate_pending:
+            assert self._inflate is not None
+            self._buffer += self._inflated(self._inflate.unconsumed_tail)
+            return
         try:
             chunk = self.sock.recv(_BUFSIZE)
         except (OSError, ssl.SSLError) as exc:
             raise _Disconnected from exc
         if not chunk:
             raise _Disconnected
+        if self._inflate is not None:
+            chunk = self._inflated(chunk)
         self._buffer += chunk
 
     def readline(self) -> bytes:

@@ -26,8 +26,7 @@ CAPABILITIES_PRE_AUTH = (
     b"AUTH=XOAUTH"
 )
 # After authentication: no SASL-IR or AUTH=, and the extensions Gmail adds
-# (email-oauth2-proxy#226). COMPRESS=DEFLATE is advertised as Gmail does, but
-# the fake answers COMPRESS with NO.
+# (email-oauth2-proxy#226), COMPRESS=DEFLATE (RFC 4978) among them.
 CAPABILITIES_AUTHENTICATED = (
     b"IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1 "
     b"UIDPLUS COMPRESS=DEFLATE ENABLE MOVE CONDSTORE ESEARCH UTF8=ACCEPT "
@@ -170,7 +169,17 @@ class IMAPConnection(MailboxCommands):
         self.tagged(b"OK", "Success")
 
     def cmd_COMPRESS(self, tag: bytes, args: list[Token]) -> None:
-        raise ImapCommandError(b"NO", "[CANNOT] COMPRESS is not available (Failure)")
+        """RFC 4978: raw DEFLATE both ways from the byte after the OK line.
+
+        The transcript still records the plain lines; each reply is flushed
+        (Z_SYNC_FLUSH) so the client can read it whole.
+        """
+        if len(args) != 1 or as_text(args[0]).upper() != "DEFLATE":
+            raise ImapCommandError(b"BAD", "Could not parse command")
+        if self.compressed:
+            raise ImapCommandError(b"NO", "[COMPRESSIONACTIVE] Already compressing")
+        self.tagged(b"OK", "Success")
+        self.start_compression()
 
     def cmd_SUBSCRIBE(self, tag: bytes, args: list[Token]) -> None:
         self.tagged(b"OK", "Success")  # Gmail lists every folder as subscribed
