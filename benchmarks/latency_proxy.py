@@ -5,7 +5,10 @@ cheap as one that costs three. Put this proxy between a client and a server and
 every chunk of bytes, in either direction, is delivered ``delay`` seconds after
 the proxy read it: loopback then behaves like a network with a round-trip time
 of ``2 * delay``. Chunks keep their order and are pipelined, so the delay adds
-latency without limiting throughput.
+latency without limiting throughput. With ``bandwidth`` (bits per second, each
+direction of each connection) the proxy also limits throughput: bytes leave
+one slice at a time, each slice after the link has carried the ones before it,
+like a link of that speed with a queue in front of it.
 
 A *client flight* is one time the client had to wait for the server: the
 client's first send on a connection is one, and so is every later send that
@@ -35,6 +38,9 @@ __all__ = ["ConnectionStats", "LatencyProxy"]
 logger = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
+# Under a bandwidth limit, chunks are delivered in slices of at most this, so
+# a 256 KiB read is not held back whole until its last byte would arrive.
+_SLICE = 16 * 1024
 
 
 @dataclass
@@ -78,6 +84,7 @@ class _Pipe:
         self._on_read = on_read
         self._on_deliver = on_deliver
         self._queue: deque[tuple[float, bytes]] = deque()
+        self._link_free_at = 0.0  # when the limited link has sent all it holds
         self._ready = threading.Condition()
         self.done = threading.Event()
         self._reader = threading.Thread(
@@ -103,12 +110,26 @@ class _Pipe:
                 data = b""
             if data and self._on_read is not None:
                 self._on_read(len(data))
-            due = self._proxy.clock() + self._proxy.delay
             with self._ready:
-                self._queue.append((due, data))
+                self._queue.extend(self._schedule(data))
                 self._ready.notify()
             if not data:
                 return
+
+    def _schedule(self, data: bytes) -> list[tuple[float, bytes]]:
+        """When each part of ``data`` is due at the far end."""
+        proxy = self._proxy
+        now = proxy.clock()
+        bandwidth = proxy.bandwidth
+        if not bandwidth or not data:
+            return [(max(now, self._link_free_at) + proxy.delay, data)]
+        out = []
+        for start in range(0, len(data), _SLICE):
+            piece = data[start : start + _SLICE]
+            begin = max(now, self._link_free_at)
+            self._link_free_at = begin + len(piece) * 8 / bandwidth
+            out.append((self._link_free_at + proxy.delay, piece))
+        return out
 
     def _write(self) -> None:
         try:
@@ -146,6 +167,8 @@ class LatencyProxy:
     Args:
         upstream: the server's ``(host, port)``.
         delay: one-way delay in seconds, applied to both directions.
+        bandwidth: bits per second each direction of each connection may
+            carry; None for no limit.
         clock: a monotonic clock in seconds.
         sleep: how the writer waits for a chunk's delivery time.
     """
@@ -155,11 +178,13 @@ class LatencyProxy:
         upstream: tuple[str, int],
         *,
         delay: float = 0.0,
+        bandwidth: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.upstream = upstream
         self.delay = delay
+        self.bandwidth = bandwidth
         self.clock = clock
         self.sleep = sleep
         self.connections: list[ConnectionStats] = []

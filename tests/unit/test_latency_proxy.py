@@ -235,3 +235,49 @@ def test_close_cuts_open_connections(serve: Callable[[Handler], OneShotServer]) 
         assert recv_line(client) == b"* OK\r\n"
         proxy.close()
         assert recv_all(client) == b""
+
+
+def test_bandwidth_spaces_bytes_by_their_count(
+    serve: Callable[[Handler], OneShotServer],
+) -> None:
+    down = os.urandom(200_000)
+    rate = 8_000_000  # bits per second: 1,000,000 bytes per second
+    waits: list[float] = []
+
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(down)
+        assert recv_all(conn) == b""
+
+    server = serve(handler)
+    # A clock that never moves: each slice is due when the link has carried
+    # every byte before it and itself, so the waits count bytes.
+    with LatencyProxy(
+        server.address, bandwidth=rate, clock=lambda: 1000.0, sleep=waits.append
+    ) as proxy:
+        with socket.create_connection((proxy.host, proxy.port)) as client:
+            assert recv_exactly(client, len(down)) == down
+            client.shutdown(socket.SHUT_WR)
+            assert recv_all(client) == b""
+    server.close()
+    [stats] = proxy.connections
+    assert stats.bytes_down == len(down)
+    # Bytes carried by the time each slice is due: increasing, in slices of
+    # at most 16 KiB, the last one the whole download.
+    carried = sorted({round(wait * rate / 8) for wait in waits})
+    assert carried[-1] == len(down)
+    steps = [b - a for a, b in zip([0, *carried], carried, strict=False)]
+    assert all(0 < step <= 16 * 1024 for step in steps)
+    assert sum(steps) == len(down)
+
+
+def test_no_bandwidth_limit_leaves_chunks_whole(
+    serve: Callable[[Handler], OneShotServer],
+) -> None:
+    down = os.urandom(100_000)
+    server = serve(lockstep_server(down, replies=0))
+    with LatencyProxy(server.address) as proxy:
+        assert proxy.bandwidth is None
+        with socket.create_connection((proxy.host, proxy.port)) as client:
+            assert recv_exactly(client, len(down)) == down
+            client.shutdown(socket.SHUT_WR)
+            assert recv_all(client) == b""
