@@ -40,9 +40,11 @@ if TYPE_CHECKING:
         IMAPTimeout,
         IMAPTooManyConnections,
     )
+    from ._imap_gmail import GmailCommands
     from ._imap_idle import Idler
     from ._imap_watch import NewMessage, UIDValidityChanged, Watcher
     from ._limits import Limits
+    from ._mutf7 import ModifiedUTF7Error
     from ._pop_errors import (
         POPAuthenticationFailed,
         POPConnectionLost,
@@ -110,7 +112,9 @@ _LAZY = {
     "IMAPProtocolError": "._imap_errors",
     "IMAPTimeout": "._imap_errors",
     "IMAPConnectionLost": ".imap",
+    "GmailCommands": "._imap_gmail",
     "Idler": "._imap_idle",
+    "ModifiedUTF7Error": "._mutf7",
     "NewMessage": "._imap_watch",
     "UIDValidityChanged": "._imap_watch",
     "Watcher": "._imap_watch",
@@ -151,6 +155,7 @@ __all__ = [
     "DeliveryUnknown",
     "Error",
     "ErrorChallenge",
+    "GmailCommands",
     "GoogleTokenProvider",
     "IMAPAuthenticationFailed",
     "IMAPConnectionLost",
@@ -164,6 +169,7 @@ __all__ = [
     "InsecureTokenFile",
     "LimitExceeded",
     "Limits",
+    "ModifiedUTF7Error",
     "NewMessage",
     "POPAuthenticationFailed",
     "POPConnectionLost",

@@ -25,8 +25,9 @@ from .test_dovecot_sessions import make_message
 if issubclass(IMAP4, GmailCommands):
     _IMAP4: type[IMAP4] = IMAP4
 else:
-
-    class _IMAP4(GmailCommands, IMAP4):  # type: ignore[no-redef]
+    # GmailCommands after IMAP4, where IMAP4's bases will put it: IMAP4.select
+    # (which remembers the mailbox for a reconnect) runs first, as it will.
+    class _IMAP4(IMAP4, GmailCommands):  # type: ignore[no-redef]
         """IMAP4 with the Gmail helpers, until IMAP4 lists them among its bases."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.message
 import email.policy
 import subprocess
 import sys
@@ -67,6 +68,7 @@ def test_every_example_is_tested() -> None:
         "archive_mailbox.py",
         "with_imapclient.py",
         "with_imap_tools.py",
+        "download_attachments.py",
     }
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
 
@@ -206,3 +208,22 @@ def test_with_imap_tools(gmail: FakeGmail, token_file: Path) -> None:
     lines = run("with_imap_tools.py", *argv).stdout.splitlines()
     assert [line.rsplit(" ", 1)[-1] for line in lines] == ["newer", "older"]
     assert all(BOB in line for line in lines)
+
+
+def test_download_attachments(
+    gmail: FakeGmail, token_file: Path, tmp_path: Path
+) -> None:
+    invoice = email.message.EmailMessage()
+    invoice["From"], invoice["To"], invoice["Subject"] = BOB, ALICE, "Facture réglée"
+    invoice.set_content("attached")
+    invoice.add_attachment(b"%PDF-1.4\x00", "application", "pdf", filename="f.pdf")
+    invoice.add_attachment("a,b\n", filename="../../données.csv")
+    gmail.deliver(ALICE, message("no attachment"))
+    gmail.deliver(ALICE, bytes(invoice))
+    out = tmp_path / "out"
+    argv = ["--token-file", str(token_file), "--user", ALICE, "--out", str(out)]
+    query = "has:attachment subject:réglée"
+    result = run("download_attachments.py", *argv, "--query", query, *imap_args(gmail))
+    assert result.stdout.splitlines() == [f"{out}/2-f.pdf", f"{out}/2-données.csv"]
+    assert (out / "2-f.pdf").read_bytes() == b"%PDF-1.4\x00"
+    assert (out / "2-données.csv").read_text() == "a,b\n"
