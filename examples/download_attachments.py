@@ -20,11 +20,7 @@ import os
 import ssl
 from pathlib import Path
 
-from gmail_xoauth2 import GMAIL_IMAP_HOST, IMAP4, GmailCommands, GoogleTokenProvider
-
-
-class Gmail(IMAP4, GmailCommands):
-    """IMAP4 with its Gmail helpers (IMAP4 alone, once it lists GmailCommands)."""
+from gmail_xoauth2 import GMAIL_IMAP_HOST, IMAP4, GoogleTokenProvider
 
 
 def main() -> None:
@@ -43,7 +39,7 @@ def main() -> None:
     context = ssl.create_default_context(cafile=args.cafile)
     tokens = GoogleTokenProvider.from_authorized_user_file(args.token_file)
     args.out.mkdir(parents=True, exist_ok=True)
-    with Gmail(args.user, tokens, args.host, args.port, ssl_context=context) as imap:
+    with IMAP4(args.user, tokens, args.host, args.port, ssl_context=context) as imap:
         imap.select(imap.special_folder("\\All") or "INBOX", readonly=True)
         for uid in imap.gmail_search(args.query):
             _, data = imap.uid("FETCH", str(uid), "(BODY.PEEK[])")

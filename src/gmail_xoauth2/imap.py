@@ -21,6 +21,7 @@ from typing import Any, cast
 from ._backoff import Backoff
 from ._constants import GMAIL_IMAP_HOST, IMAP_SESSION_LIMIT
 from ._imap_errors import raise_as_imap
+from ._imap_gmail import GmailCommands
 from ._imap_idle import Idler
 from ._imap_policy import (
     SESSION_COMMANDS,
@@ -103,7 +104,7 @@ class IMAPConnectionLost(ConnectionLost, imaplib.IMAP4.abort):
     """
 
 
-class IMAP4(SessionLifecycle, BufferedTransport, TypedCommands):
+class IMAP4(SessionLifecycle, BufferedTransport, GmailCommands, TypedCommands):
     """An :class:`imaplib.IMAP4` that authenticates with OAuth 2.0 and reconnects.
 
     The constructor connects (implicit TLS, or STARTTLS when ``starttls`` is
