@@ -317,5 +317,6 @@ class ImapSession(Connection):
                         except OSError as exc:
                             raise _Disconnected from exc
                         self.sync()
+                        self.flush_output()  # IDLE's news goes out at once
                     else:
                         self._fill()

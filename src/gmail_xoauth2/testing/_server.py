@@ -97,6 +97,10 @@ class Connection:
         self._deflate: zlib._Compress | None = None
         self._inflate: zlib._Decompress | None = None
         self._inflate_more = False
+        # While a command runs its replies stay in the compressor; the flush
+        # comes when it ends, or when the client must answer (a continuation).
+        self._corked = False
+        self._unflushed = False
 
     # -- what subclasses write ------------------------------------------------------
 
@@ -213,6 +217,7 @@ class Connection:
     def dispatch(self, command: str, execute: Callable[[], None]) -> None:
         """Run one command, applying the faults armed for it."""
         fault, hold = self.backend.faults.take(self.protocol, command)
+        self._corked = True
         if hold is not None:
             with self._wlock:
                 self._mode = "hold"
@@ -250,6 +255,20 @@ class Connection:
                             self._write(data, data.removesuffix(b"\r\n"))
                 if self._close_after_hold:
                     self.close()
+            self._corked = False
+            self.flush_output()
+
+    def flush_output(self) -> None:
+        """Under COMPRESS: send what the compressor holds (Z_SYNC_FLUSH)."""
+        with self._wlock:
+            deflate = self._deflate
+            if deflate is None or not self._unflushed or self._closing:
+                return
+            self._unflushed = False
+            try:
+                self.sock.sendall(deflate.flush(zlib.Z_SYNC_FLUSH))
+            except OSError:
+                pass  # the client is gone: the read loop finds out
 
     # -- I/O ----------------------------------------------------------------------
 
@@ -278,7 +297,11 @@ class Connection:
             if self._mode == "hold" and not continuation:
                 self._held.append(data)
                 return
-            self._write(data, data if record is None else record, flush=flush)
+            self._write(
+                data,
+                data if record is None else record,
+                flush=continuation or (flush and not self._corked),
+            )
 
     def _write(self, data: bytes, record: bytes, *, flush: bool = True) -> None:
         self.backend.record(self.protocol, self.conn_id, "S", record)
@@ -287,6 +310,7 @@ class Connection:
             # RFC 4978 section 4: a sync flush after each reply, so the client
             # can read it whole; the dictionary carries over.
             data = deflate.compress(data)
+            self._unflushed = not flush
             if flush:
                 data += deflate.flush(zlib.Z_SYNC_FLUSH)
             if not data:
@@ -305,7 +329,7 @@ class Connection:
         compressed: they go through the inflater too.
         """
         with self._wlock:
-            self._deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+            self._deflate = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
         self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
         early = bytes(self._buffer)
         self._buffer.clear()
