@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import scenario_compress
 import scenario_hotpath
 import scenario_login
 import scenario_memory
@@ -34,6 +35,7 @@ RECIPIENT = "rcpt@example.com"
 RECOVER = {OURS: "recover-a@example.com", "imaplib": "recover-b@example.com"}
 BIG = "big@example.com"
 USERS = (USER, RECIPIENT, *RECOVER.values(), BIG)
+COMPRESS = "compress@example.com"  # scenario 8's fake Gmail is its own
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Plan:
     flood: int
     flood_warmup: int
     hot_fetch: int
+    compress: int
 
 
 QUICK = Plan(
@@ -63,6 +66,7 @@ QUICK = Plan(
     flood=2,
     flood_warmup=0,
     hot_fetch=5,
+    compress=2,
 )
 FULL = Plan(
     login=11,
@@ -75,6 +79,7 @@ FULL = Plan(
     flood=5,
     flood_warmup=1,
     hot_fetch=15,
+    compress=5,
 )
 
 
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (< 3 min)")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6,7", help="comma-separated scenario numbers"
+        "--only", default="1,2,3,4,5,6,7,8", help="comma-separated scenario numbers"
     )
     parser.add_argument(
         "--no-dovecot", action="store_true", help="skip the Dovecot columns"
@@ -203,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
                     report.verdict(_DOVECOT_FETCH, None, "Dovecot not run")
                 else:
                     scenario_hotpath.run_fetch(report, dovecot, runs=plan.hot_fetch)
+        if 8 in only:
+            with _section(report, "8. COMPRESS=DEFLATE"):
+                scenario_compress.run(
+                    report, COMPRESS, runs=plan.compress, count=plan.messages
+                )
 
     print("\n### Targets\n")
     print(report.summary())
