@@ -69,6 +69,7 @@ class IMAP4Options(TypedDict, total=False):
     clock: Clock | None
     backoff: Backoff | None
     limits: Limits | None
+    compress: bool
 
 
 class GmailIdleManager(IdleManager):

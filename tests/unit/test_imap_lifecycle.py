@@ -256,10 +256,11 @@ def test_session_is_replaced_before_gmails_24_hour_limit_without_a_token_expiry(
     clock.advance(timedelta(minutes=31))
     assert m.noop()[0] == "OK"
     assert m.reconnects == 1
-    assert verbs(gmail)[-5:] == [
+    assert verbs(gmail)[-6:] == [
         b"LOGOUT",
         b"CAPABILITY",
         b"AUTHENTICATE",
+        b"COMPRESS",
         b"EXAMINE",
         b"NOOP",
     ]
