@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import ssl
@@ -126,7 +127,8 @@ def _open(
     if protocol == "imap":
         from .imap import IMAP4
 
-        connect = IMAP4
+        # The login is what is checked: COMPRESS would add a round trip to it.
+        connect = functools.partial(IMAP4, compress=False)
     elif protocol == "pop":
         from .pop import POP3
 

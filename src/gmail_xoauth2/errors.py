@@ -10,6 +10,7 @@
     │   └── TokenRevokedError                invalid_grant: authorize again
     ├── ProtocolError                        a peer sent something we cannot parse
     │   ├── ChallengeDecodeError (ValueError)
+    │   ├── ModifiedUTF7Error (ValueError)   a name or label not in modified UTF-7
     │   └── LimitExceeded                    a reply passed one of the Limits
     ├── AuthenticationFailed                 the server rejected the SASL exchange
     ├── TooManyConnections                   Gmail's limit of 15 connections per user
