@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install what the integration tests need: Dovecot 2.3 (IMAP, POP3, submission,
-# LMTP), curl and msmtp from Debian's packages, and the system user that owns the
-# test Maildirs. The system Dovecot is never started. Idempotent; quiet when
+# LMTP), curl, msmtp and the mail programs of the recipes (mbsync with the
+# XOAUTH2 SASL plugin, offlineimap3, neomutt, git send-email) from Debian's
+# packages, and the system user that owns the test Maildirs. The system Dovecot is never started. Idempotent; quiet when
 # everything is present already.
 set -euo pipefail
 
-PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd curl msmtp)
+PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd curl msmtp
+    isync libsasl2-modules-kdexoauth2 offlineimap3 neomutt git-email libmailtools-perl)
 # Must match MAIL_USER in tests/integration/dovecot.py.
 MAIL_USER=gx2-testmail
 
