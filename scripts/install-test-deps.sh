@@ -2,8 +2,8 @@
 # Install what the integration tests need: Dovecot 2.3 (IMAP, POP3, submission,
 # LMTP), curl, msmtp and the mail programs of the recipes (mbsync with the
 # XOAUTH2 SASL plugin, offlineimap3, neomutt, git send-email) from Debian's
-# packages, and the system user that owns the test Maildirs. The system Dovecot is never started. Idempotent; quiet when
-# everything is present already.
+# packages, and the system user that owns the test Maildirs. The system Dovecot
+# is never started. Idempotent; quiet when everything is present already.
 set -euo pipefail
 
 PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd curl msmtp
