@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -396,12 +397,59 @@ def test_fetch_items_and_implied_seen(mail: FakeGmail) -> None:
     _typ, data = imap.uid(
         "FETCH", "2", "(INTERNALDATE X-GM-MSGID X-GM-THRID X-GM-LABELS)"
     )
-    assert data[0].startswith(
-        b'2 (UID 2 INTERNALDATE "01-Mar-2024 12:00:00 +0000" X-GM-MSGID '
+    assert data[0].startswith(b"2 (X-GM-THRID ")
+    assert data[0].endswith(
+        b' X-GM-LABELS (\\Inbox) UID 2 INTERNALDATE "01-Mar-2024 12:00:00 +0000")'
     )
-    assert data[0].endswith(b" X-GM-LABELS (\\Inbox))")
     data = imap.fetch("1:*", "(RFC822.HEADER)")[1]
     assert len([d for d in data if isinstance(d, tuple)]) == 3
+    imap.logout()
+
+
+def gm_ids(imap: imaplib.IMAP4_SSL, uid: int) -> tuple[bytes, bytes]:
+    """The X-GM-THRID and X-GM-MSGID of ``uid``, each fetched alone."""
+    [data] = imap.uid("FETCH", str(uid), "(X-GM-THRID X-GM-MSGID)")[1]
+    assert isinstance(data, bytes)
+    found = re.search(rb"X-GM-THRID (\d+) X-GM-MSGID (\d+)", data)
+    assert found is not None
+    return found[1], found[2]
+
+
+def test_fetch_answers_in_gmails_order_whatever_the_request_order(
+    mail: FakeGmail,
+) -> None:
+    # Gmail puts X-GM-THRID, X-GM-MSGID, X-GM-LABELS first, then UID, then the
+    # rest as asked; getmail6 parses the extensions by that position.
+    imap = login(mail)
+    imap.select()
+    thrid, msgid = gm_ids(imap, 2)
+    gm = b"X-GM-THRID %s X-GM-MSGID %s X-GM-LABELS (\\Inbox)" % (thrid, msgid)
+    imap.uid("FETCH", "2", "(FLAGS X-GM-LABELS RFC822.SIZE X-GM-MSGID X-GM-THRID)")
+    imap.fetch("2", "(X-GM-LABELS FLAGS UID X-GM-THRID X-GM-MSGID)")
+    imap.fetch("2", "(FLAGS X-GM-MSGID)")
+    imap.uid("FETCH", "2", "(FLAGS)")
+    size = len(message("two"))
+    fetched = [line for line in server_lines(mail) if line.startswith(b"* 2 FETCH")]
+    assert fetched[-4:] == [
+        b"* 2 FETCH (%s UID 2 FLAGS () RFC822.SIZE %d)" % (gm, size),
+        b"* 2 FETCH (%s UID 2 FLAGS ())" % gm,
+        b"* 2 FETCH (X-GM-MSGID %s FLAGS ())" % msgid,
+        b"* 2 FETCH (UID 2 FLAGS ())",
+    ]
+    imap.logout()
+
+
+def test_fetch_puts_uid_after_the_gmail_items_and_before_the_rest(
+    mail: FakeGmail,
+) -> None:
+    imap = login(mail)
+    imap.select()
+    thrid, _ = gm_ids(imap, 1)
+    imap.fetch("1", "(INTERNALDATE X-GM-THRID UID)")
+    assert [line for line in server_lines(mail) if b"FETCH" in line][-1] == (
+        b'* 1 FETCH (X-GM-THRID %s UID 1 INTERNALDATE "01-Mar-2024 12:00:00 +0000")'
+        % thrid
+    )
     imap.logout()
 
 

@@ -283,15 +283,21 @@ def render_fetch(
 ) -> bytes:
     """Render ``* seq FETCH (...)`` (without CRLF), literals inlined.
 
+    Items come in Gmail's order, not the request's: X-GM-THRID, X-GM-MSGID and
+    X-GM-LABELS first (those asked for), then UID, then the rest as requested.
+    Gmail answers ``UID FETCH 1 (FLAGS X-GM-LABELS X-GM-MSGID X-GM-THRID)`` with
+    ``* 1 FETCH (X-GM-THRID .. X-GM-MSGID .. X-GM-LABELS (..) UID 1 FLAGS (..))``,
+    and some clients (getmail6) parse the extensions by that position.
+
     Args:
         seq: the message's sequence number.
         msg: the message (its flags already updated for an implied ``\\Seen``).
-        items: what to return; UID FETCH callers put ``UID`` first.
+        items: what to return; UID FETCH callers add ``UID`` if not asked for.
         flags_changed: add FLAGS if not asked for, because this FETCH set ``\\Seen``.
     """
     out: list[bytes] = []
     seen: set[bytes] = set()
-    for item in items:
+    for item in sorted(items, key=_gmail_rank):
         name = item.response_name()
         if name in seen:
             continue
@@ -300,6 +306,14 @@ def render_fetch(
     if flags_changed and b"FLAGS" not in seen:
         out.append(b"FLAGS " + flag_list(msg.flags))
     return b"* %d FETCH (" % seq + b" ".join(out) + b")"
+
+
+# Gmail's response order; everything else keeps its place after these (a stable sort).
+_GMAIL_ORDER = {"X-GM-THRID": 0, "X-GM-MSGID": 1, "X-GM-LABELS": 2, "UID": 3}
+
+
+def _gmail_rank(item: FetchItem) -> int:
+    return _GMAIL_ORDER.get(item.name, len(_GMAIL_ORDER))
 
 
 def _value(msg: MessageLike, item: FetchItem) -> bytes:
