@@ -1,0 +1,220 @@
+"""neomutt, git send-email (through msmtp) and curl do their job as their recipe shows.
+
+Each configuration is the recipe page's own code block (see ``_recipes``) with
+only the user, host, port, CA file and recipient substituted; the token file
+sits where the recipe says, under a private HOME, so no user configuration is
+read. The recipe's ``gmail-xoauth2 token`` runs as written, found first on PATH
+as a wrapper that records the wall time of each call.
+
+Each program runs twice against the fake Gmail: once as is, once after the
+hour has passed (the fake expires the token and the token file says so too),
+when the token command must refresh. Then, with the grant revoked, the program
+fails with the message its recipe quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gmail_xoauth2.testing.gmail import FakeGmail
+
+from ._recipes import RECIPES, code_block
+from .conftest import REQUIRE_ENV
+
+USER = "alice@example.com"
+FRIEND = "bob@example.com"
+TIMEOUT = 30
+
+
+def need(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        message = f"{program} is not installed (sudo scripts/install-test-deps.sh)"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+@dataclass
+class Home:
+    """A private HOME: the recipe's token file, PATH with the timing wrapper."""
+
+    path: Path
+    env: dict[str, str]
+    token_file: Path
+    timings: Path
+
+    def run(
+        self, argv: list[str], *, stdin: str | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            cwd=cwd or self.path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+
+    def token_calls(self) -> list[float]:
+        """Wall time of each ``gmail-xoauth2 token`` call so far, in milliseconds."""
+        if not self.timings.exists():
+            return []
+        calls = []
+        for line in self.timings.read_text().splitlines():
+            start, end = line.split()[:2]
+            calls.append((int(end) - int(start)) / 1e6)
+        return calls
+
+    def cached_token(self) -> str:
+        token: str = json.loads(self.token_file.read_text())["token"]
+        return token
+
+
+def make_home(tmp_path: Path, token_file_name: str) -> Home:
+    home = tmp_path / "home"
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    timings = tmp_path / "token-calls"
+    # The recipe's bare `gmail-xoauth2` finds this first; it times the real one.
+    script = wrapper / "gmail-xoauth2"
+    script.write_text(
+        "#!/bin/sh\n"
+        "start=$(date +%s%N)\n"
+        f'{shlex.quote(sys.executable)} -m gmail_xoauth2 "$@"\n'
+        "status=$?\n"
+        f'echo "$start $(date +%s%N) $status" >> {shlex.quote(str(timings))}\n'
+        'exit "$status"\n'
+    )
+    script.chmod(0o755)
+    token_file = home / token_file_name
+    token_file.parent.mkdir(parents=True)
+    env = {
+        "HOME": str(home),
+        "PATH": f"{wrapper}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "A U Thor",
+        "GIT_AUTHOR_EMAIL": USER,
+        "GIT_COMMITTER_NAME": "A U Thor",
+        "GIT_COMMITTER_EMAIL": USER,
+    }
+    return Home(home, env, token_file, timings)
+
+
+def let_the_hour_pass(gmail: FakeGmail, home: Home) -> str:
+    """Expire the token at the fake and in the token file; return the old token."""
+    old = home.cached_token()
+    gmail.expire_tokens(USER)
+    data = json.loads(home.token_file.read_text())
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    data["expiry"] = past.replace(tzinfo=None).isoformat() + "Z"
+    home.token_file.write_text(json.dumps(data))
+    return old
+
+
+def recipe_says(page: str, text: str) -> None:
+    """The recipe quotes ``text`` (the program's own words) verbatim."""
+    flat = " ".join((RECIPES / f"{page}.rst").read_text().split())
+    assert " ".join(text.split()) in flat, f"{page}.rst does not quote {text!r}"
+
+
+@pytest.fixture
+def gmail() -> Iterator[FakeGmail]:
+    with FakeGmail(users=(USER, FRIEND)) as fake:
+        yield fake
+
+
+def report(
+    record_property: pytest.RecordProperty, program: str, home: Home, runs: int
+) -> None:
+    calls = [f"{ms:.0f}" for ms in home.token_calls()]
+    record_property("token_call_ms", ",".join(calls))
+    print(f"\n{program}: {runs} runs, gmail-xoauth2 token calls (ms): {calls}")
+
+
+# --- neomutt ---
+
+
+def neomutt_home(gmail: FakeGmail, tmp_path: Path) -> Home:
+    block = code_block("neomutt", "text", "smtp_oauth_refresh_command")
+    home = make_home(tmp_path, f".config/gmail-xoauth2/{USER}.json")
+    gmail.google.write_authorized_user_file(home.token_file, USER)
+    muttrc = home.path / ".config" / "neomutt" / "neomuttrc"
+    muttrc.parent.mkdir(parents=True)
+    text = block.substitute(
+        {
+            "you@gmail.com": USER,
+            "imap.gmail.com:993": f"localhost:{gmail.imap_port}",
+            "smtp.gmail.com:465": f"localhost:{gmail.smtp_port}",
+        }
+    )
+    # GnuTLS's CA setting: the only line not in the recipe.
+    muttrc.write_text(text + f'set ssl_ca_certificates_file = "{gmail.ca_file}"\n')
+    return home
+
+
+def neomutt_send(home: Home, subject: str) -> subprocess.CompletedProcess[str]:
+    """The recipe's batch-mode command; neomutt reads ~/.config/neomutt/neomuttrc."""
+    need("neomutt")
+    command = code_block("neomutt", "sh", "neomutt -s").substitute(
+        {"'test'": shlex.quote(subject), "friend@example.org": FRIEND}
+    )
+    return home.run(["sh", "-c", command])
+
+
+def test_neomutt_sends_and_refreshes_after_the_hour(
+    gmail: FakeGmail, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    home = neomutt_home(gmail, tmp_path)
+    for run, subject in enumerate(["neomutt first", "neomutt after expiry"]):
+        if run:
+            old = let_the_hour_pass(gmail, home)
+        result = neomutt_send(home, subject)
+        assert result.returncode == 0, result.stderr
+        delivered = gmail.messages(FRIEND)[-1]
+        assert f"Subject: {subject}".encode() in delivered
+        assert (
+            f"Subject: {subject}".encode()
+            in gmail.messages(USER, "[Gmail]/Sent Mail")[-1]
+        )
+    assert home.cached_token() != old
+    # Batch mode skips the IMAP Fcc; Gmail files its own copy (asserted above).
+    recipe_says("neomutt", "Fcc to an IMAP mailbox is not supported in batch mode")
+    assert "Fcc to an IMAP mailbox is not supported in batch mode" in result.stderr
+    report(record_property, "neomutt", home, 2)
+
+
+def test_neomutt_says_why_a_revoked_token_is_refused(
+    gmail: FakeGmail, tmp_path: Path
+) -> None:
+    home = neomutt_home(gmail, tmp_path)
+    gmail.revoke(USER)
+    result = neomutt_send(home, "never sent")
+    assert result.returncode == 1
+    assert gmail.messages(FRIEND) == []
+    output = result.stdout + result.stderr
+    for words in [
+        "SMTP session failed: 334 eyJzdGF0dXMiOiI0MDAi",
+        "SMTP session failed: 535 5.7.8  https://support.google.com/mail/?p=BadCredentials",
+        "No authenticators available",
+        "Could not send the message",
+    ]:
+        assert words in output
+        recipe_says("neomutt", words)
