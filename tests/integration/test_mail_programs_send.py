@@ -109,6 +109,7 @@ def make_home(tmp_path: Path, token_file_name: str) -> Home:
         "PATH": f"{wrapper}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "LANG": "C.UTF-8",
         "TZ": "UTC",
+        "TERM": "dumb",  # git send-email's Perl dies differently without one
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_AUTHOR_NAME": "A U Thor",
         "GIT_AUTHOR_EMAIL": USER,
@@ -218,3 +219,87 @@ def test_neomutt_says_why_a_revoked_token_is_refused(
     ]:
         assert words in output
         recipe_says("neomutt", words)
+
+
+# --- git send-email, through msmtp ---
+
+
+def git_home(gmail: FakeGmail, tmp_path: Path) -> tuple[Home, Path]:
+    """~/.msmtprc from the msmtp recipe, ~/.gitconfig from git's, a repo."""
+    home = make_home(tmp_path, f".config/gmail-xoauth2/{USER}.json")
+    gmail.google.write_authorized_user_file(home.token_file, USER)
+    msmtprc = home.path / ".msmtprc"
+    msmtprc.write_text(
+        code_block("msmtp", "text", "passwordeval").substitute(
+            {
+                "you@gmail.com": USER,
+                "/etc/ssl/certs/ca-certificates.crt": gmail.ca_file,
+                "host smtp.gmail.com": "host localhost",
+                "port 465": f"port {gmail.smtp_port}",
+            }
+        )
+    )
+    msmtprc.chmod(0o600)
+    gitconfig = code_block("git-send-email", "ini", "sendmailCmd")
+    (home.path / ".gitconfig").write_text(gitconfig.substitute({"you@gmail.com": USER}))
+    repo = home.path / "repo"
+    repo.mkdir()
+    git = need("git")
+    for argv in (
+        ["init", "-q"],
+        ["add", "README"],
+        ["commit", "-q", "-m", "Add a README"],
+    ):
+        if argv[0] == "add":
+            (repo / "README").write_text("Sent with git send-email.\n")
+        done = home.run([git, *argv], cwd=repo)
+        assert done.returncode == 0, done.stderr
+    return home, repo
+
+
+def git_send_email(home: Home, repo: Path) -> subprocess.CompletedProcess[str]:
+    """The recipe's command, on the patch `git format-patch -1` makes."""
+    patch = home.run([need("git"), "format-patch", "-1"], cwd=repo)
+    assert patch.returncode == 0, patch.stderr
+    command = code_block("git-send-email", "sh", "git send-email").substitute(
+        {"list@example.org": FRIEND, " -1": " " + patch.stdout.strip()}
+    )
+    need("msmtp")
+    return home.run(["sh", "-c", command], cwd=repo)
+
+
+def test_git_send_email_sends_through_msmtp_and_refreshes_after_the_hour(
+    gmail: FakeGmail, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    home, repo = git_home(gmail, tmp_path)
+    for run in range(2):
+        if run:
+            old = let_the_hour_pass(gmail, home)
+        result = git_send_email(home, repo)
+        assert result.returncode == 0, result.stderr
+        assert "Result: OK" in result.stdout
+        delivered = gmail.messages(FRIEND)[-1]
+        assert b"Subject: [PATCH] Add a README" in delivered
+        assert b"X-Mailer: git-send-email" in delivered
+        assert b"+Sent with git send-email." in delivered
+    assert len(gmail.messages(FRIEND)) == 2
+    assert home.cached_token() != old
+    report(record_property, "git send-email", home, 2)
+
+
+def test_git_send_email_says_why_a_revoked_token_is_refused(
+    gmail: FakeGmail, tmp_path: Path
+) -> None:
+    home, repo = git_home(gmail, tmp_path)
+    gmail.revoke(USER)
+    result = git_send_email(home, repo)
+    assert result.returncode != 0
+    assert gmail.messages(FRIEND) == []
+    for words in [
+        "msmtp: authentication failed (method OAUTHBEARER)",
+        "msmtp: server message: 535-5.7.8 Username and Password not accepted.",
+        "msmtp: could not send mail (account gmail from",
+        "Died at /usr/lib/git-core/git-send-email line",
+    ]:
+        assert words in result.stderr
+        recipe_says("git-send-email", words)
