@@ -308,3 +308,64 @@ def test_mbsync_syncs_from_dovecot_across_an_expired_token(
         assert [status for _, status in home.token_calls()] == [0, 0]
         home.assert_token_file_private()
         report(home, "mbsync", "sync INBOX (Dovecot)")
+
+
+# --- offlineimap3 ---
+
+
+def offlineimap_config(home: Home, gmail: FakeGmail) -> Path:
+    helper = code_block("offlineimap", "python", "def gmail_token").text
+    pythonfile = home.write("offlineimap.py", helper)
+    text = code_block("offlineimap", "ini", "[Account gmail]").substitute(
+        {
+            "~/.offlineimap.py": str(pythonfile),
+            "~/Mail/gmail": str(home.maildir),
+            "/home/you/.config/gmail-xoauth2/you@gmail.com.json": str(home.token_file),
+            # type = Gmail means imap.gmail.com:993 unless told otherwise.
+            "remoteuser = you@gmail.com": (
+                f"remoteuser = {USER}\nremotehost = localhost\n"
+                f"remoteport = {gmail.imap_port}"
+            ),
+            "sslcacertfile = OS-DEFAULT": f"sslcacertfile = {gmail.ca_file}",
+        }
+    )
+    return home.write("offlineimaprc", text)
+
+
+def offlineimap_once(home: Home, config: Path) -> subprocess.CompletedProcess[str]:
+    # The recipe's service: ExecStart=/usr/bin/offlineimap -o -u basic
+    service = code_block("offlineimap", "ini", "ExecStart=").text
+    [argv] = [
+        line.removeprefix("ExecStart=").split()
+        for line in service.splitlines()
+        if line.startswith("ExecStart=")
+    ]
+    assert argv[1:] == ["-o", "-u", "basic"]
+    return home.run(need("offlineimap"), *argv[1:], "-c", str(config))
+
+
+def test_offlineimap_one_shot_syncs_across_an_expired_token(
+    gmail: FakeGmail, home: Home
+) -> None:
+    config = offlineimap_config(home, gmail)
+    gmail.deliver(USER, message("first"))
+    first = offlineimap_once(home, config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert len(home.maildir_files("INBOX")) == 1
+
+    home.an_hour_passes(lambda: gmail.expire_tokens(USER))
+    gmail.deliver(USER, message("after an hour"))
+    second = offlineimap_once(home, config)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(home.maildir_files("INBOX")) == 2
+    assert [status for _, status in home.token_calls()] == [0, 0]
+    home.assert_token_file_private()
+    report(home, "offlineimap3", "one-shot sync (fake Gmail)")
+
+
+def test_offlineimap_names_a_rejected_token(gmail: FakeGmail, home: Home) -> None:
+    config = offlineimap_config(home, gmail)
+    gmail.expire_tokens(USER)
+    result = offlineimap_once(home, config)
+    assert result.returncode != 0
+    assert "[AUTHENTICATIONFAILED] Invalid credentials" in result.stdout + result.stderr
