@@ -303,3 +303,80 @@ def test_git_send_email_says_why_a_revoked_token_is_refused(
     ]:
         assert words in result.stderr
         recipe_says("git-send-email", words)
+
+
+# --- curl ---
+
+
+def curl_home(gmail: FakeGmail, tmp_path: Path) -> Home:
+    home = make_home(tmp_path, "token.json")  # the recipe's relative token.json
+    gmail.google.write_authorized_user_file(home.token_file, USER)
+    home.env["CURL_CA_BUNDLE"] = gmail.ca_file
+    (home.path / "message.eml").write_text(
+        f"From: {USER}\r\nTo: {FRIEND}\r\nSubject: sent by curl\r\n"
+        "Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n\r\nhello\r\n"
+    )
+    return home
+
+
+def curl_recipe(gmail: FakeGmail, job: str) -> str:
+    """The recipe's token line and search, then the block holding ``job``."""
+    user = {"you@gmail.com": USER}
+    imap = {**user, "imap.gmail.com": f"localhost:{gmail.imap_port}"}
+    search = code_block("curl", "sh", "INBOX?UNSEEN").substitute(imap)
+    if job == "INBOX?UNSEEN":
+        return search
+    if job == "smtps://":
+        smtp = {**user, "friend@example.org": FRIEND}
+        smtp["smtp.gmail.com:465"] = f"localhost:{gmail.smtp_port}"
+        return search + code_block("curl", "sh", job).substitute(smtp)
+    return search + code_block("curl", "sh", job).substitute(imap)
+
+
+def test_curl_searches_fetches_sends_and_refreshes_after_the_hour(
+    gmail: FakeGmail, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    need("curl")
+    home = curl_home(gmail, tmp_path)
+    for run in range(2):
+        if run:
+            old = let_the_hour_pass(gmail, home)
+        new = f"From: {FRIEND}\r\nSubject: for curl\r\n\r\nhi\r\n".encode()
+        uid = gmail.deliver(USER, new)
+        search = home.run(["sh", "-ec", curl_recipe(gmail, "INBOX?UNSEEN")])
+        assert search.returncode == 0, search.stderr
+        # Only the new message: fetching message 1 in the first run marked it read.
+        assert search.stdout.splitlines() == [f"* SEARCH {uid}"]
+        fetched = home.run(["sh", "-ec", curl_recipe(gmail, "INBOX;MAILINDEX=1")])
+        assert fetched.returncode == 0, fetched.stderr
+        assert "Subject: for curl" in fetched.stdout
+        sent = home.run(["sh", "-ec", curl_recipe(gmail, "smtps://")])
+        assert sent.returncode == 0, sent.stderr
+        assert b"Subject: sent by curl" in gmail.messages(FRIEND)[-1]
+    assert len(gmail.messages(FRIEND)) == 2
+    assert home.cached_token() != old
+    report(record_property, "curl", home, 6)
+
+
+def test_curl_new_finds_nothing_on_gmail(gmail: FakeGmail, tmp_path: Path) -> None:
+    need("curl")
+    home = curl_home(gmail, tmp_path)
+    gmail.deliver(USER, f"From: {FRIEND}\r\nSubject: unread\r\n\r\nhi\r\n".encode())
+    command = curl_recipe(gmail, "INBOX?UNSEEN").replace("?UNSEEN", "?NEW")
+    search = home.run(["sh", "-ec", command])
+    assert search.returncode == 0, search.stderr
+    assert search.stdout.splitlines() == ["* SEARCH"]  # Gmail never sets \Recent
+
+
+def test_curl_says_why_a_revoked_token_is_refused(
+    gmail: FakeGmail, tmp_path: Path
+) -> None:
+    need("curl")
+    home = curl_home(gmail, tmp_path)
+    gmail.revoke(USER)
+    for job in ("INBOX?UNSEEN", "smtps://"):
+        result = home.run(["sh", "-ec", curl_recipe(gmail, job)])
+        assert result.returncode == 67  # CURLE_LOGIN_DENIED
+        assert result.stderr.splitlines()[-1] == "curl: (67) Login denied"
+    recipe_says("curl", "curl: (67) Login denied")
+    assert gmail.messages(FRIEND) == []
