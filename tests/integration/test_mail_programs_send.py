@@ -303,6 +303,8 @@ def test_git_send_email_says_why_a_revoked_token_is_refused(
     ]:
         assert words in result.stderr
         recipe_says("git-send-email", words)
+        if words.startswith("msmtp"):
+            recipe_says("msmtp", words)
 
 
 # --- curl ---
