@@ -44,6 +44,8 @@ _DEFAULT_HOSTS = {
 _TLS_PORTS = {"imap": 993, "pop": 995, "smtp": 465}
 _STARTTLS_PORTS = {"imap": 143, "pop": 110, "smtp": 587}
 _GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
+# testing._control.CONTROL_ENV, spelled out: the parser must not import the fake.
+_FAKE_CONTROL_ENV = "GMAIL_XOAUTH2_FAKE_CONTROL"
 
 
 class _Failure(Exception):
@@ -242,6 +244,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "and N+4 (the fake Google)",
     )
     p.set_defaults(handler=_cmd_fake_gmail)
+    _fake_gmail_controls(p)
 
     p = sub.add_parser(
         "demo",
@@ -251,6 +254,36 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_demo)
     return parser
+
+
+def _fake_gmail_controls(parent: argparse.ArgumentParser) -> None:
+    """``fake-gmail expire-tokens|end-sessions|deliver``: drive a running fake."""
+    sub = parent.add_subparsers(
+        dest="control",
+        metavar="{expire-tokens,end-sessions,deliver}",
+        help="drive a fake Gmail already running (without one: start it)",
+    )
+
+    def control(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, help=help, description=help[0].upper() + help[1:] + "."
+        )
+        p.add_argument(
+            "--control",
+            metavar="URL",
+            default=os.environ.get(_FAKE_CONTROL_ENV),
+            help=f"the control URL the fake printed (default: ${_FAKE_CONTROL_ENV})",
+        )
+        p.add_argument("--user", required=True, metavar="ADDRESS")
+        p.set_defaults(handler=_cmd_fake_gmail_control, action=name)
+        return p
+
+    control("expire-tokens", "expire the user's access tokens now; sessions end")
+    p = control("end-sessions", "end the user's sessions as Gmail does")
+    p.add_argument("--protocol", choices=_PROTOCOLS, help="only these (default: all)")
+    p = control("deliver", "deliver a message (RFC 5322 file, - for stdin)")
+    p.add_argument("--mailbox", default="INBOX", help="where to (default: INBOX)")
+    p.add_argument("file", metavar="FILE")
 
 
 def _mechanism_option(p: argparse.ArgumentParser) -> None:
@@ -468,7 +501,7 @@ def _cmd_fake_gmail(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from ._demo import serve_fake_gmail
+    from .testing._control import serve_fake_gmail
 
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -488,6 +521,46 @@ def _cmd_fake_gmail(args: argparse.Namespace) -> int:
             "use; choose another --port-base, or leave it out to use free ports"
         ) from exc
     print("Stopped.")
+    return EXIT_OK
+
+
+def _cmd_fake_gmail_control(args: argparse.Namespace) -> int:
+    from .testing._control import ControlError, post_control
+
+    if not args.control:
+        raise _Failure(
+            f"which fake Gmail? Pass --control URL or set {_FAKE_CONTROL_ENV} to the "
+            "control URL `gmail-xoauth2 fake-gmail` printed",
+            EXIT_USAGE,
+        )
+    payload: dict[str, object] = {"user": args.user}
+    if args.action == "end-sessions":
+        payload["protocol"] = args.protocol
+    elif args.action == "deliver":
+        if args.file == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            try:
+                with open(args.file, "rb") as file:
+                    raw = file.read()
+            except OSError as exc:
+                raise _Failure(f"cannot read {args.file}: {exc.strerror}") from exc
+        payload["mailbox"] = args.mailbox
+        # Not UTF-8? The bytes travel as lone surrogates and come out unchanged.
+        payload["message"] = raw.decode("utf-8", "surrogateescape")
+    try:
+        answer = post_control(args.control, args.action, payload)
+    except ControlError as exc:
+        raise _Failure(str(exc)) from exc
+    user = answer.get("user", args.user)
+    if args.action == "expire-tokens":
+        print(f"Expired the access tokens of {user}; their sessions ended.")
+    elif args.action == "end-sessions":
+        print(f"Ended {answer.get('ended')} session(s) of {user}.")
+    else:
+        print(
+            f"Delivered to {user}'s {answer.get('mailbox')} as UID {answer.get('uid')}."
+        )
     return EXIT_OK
 
 

@@ -748,7 +748,7 @@ def test_fake_gmail_port_base(capsys: pytest.CaptureFixture[str]) -> None:
 
     from _ports import free_port_base
 
-    from gmail_xoauth2._demo import serve_fake_gmail
+    from gmail_xoauth2.testing._control import serve_fake_gmail
 
     base = free_port_base()
     stop = threading.Event()
@@ -756,6 +756,14 @@ def test_fake_gmail_port_base(capsys: pytest.CaptureFixture[str]) -> None:
     serve_fake_gmail(port_base=base, out=sys.stdout, stop=stop)
     out = capsys.readouterr().out
     assert "Ready." in out
+    # The name the certificate covers for mbsync and offlineimap, not 127.0.0.1.
+    assert "  host        localhost  (listening on 127.0.0.1 only)\n" in out
+    assert f"imaps://localhost:{base}/INBOX" in out
+    assert f"  control     http://127.0.0.1:{base + 4}/_control\n" in out
+    assert (
+        f"  export GMAIL_XOAUTH2_FAKE_CONTROL=http://127.0.0.1:{base + 4}/_control\n"
+        in out
+    )
     assert f"IMAP        {base}  " in out
     assert f"submission  {base + 3}  " in out
 

@@ -548,12 +548,16 @@ def test_module_main_prints_where_the_fake_is(
     assert main(["--json", "--user", "carol@example.com"], stop=stop) == 0
     details = json.loads(capsys.readouterr().out)
     assert details["users"] == ["carol@example.com"]
+    assert (details["host"], details["address"]) == ("localhost", "127.0.0.1")
+    assert details["control_url"].endswith("/_control")
     assert details["access_token"].startswith("ya29.")
     assert isinstance(details["smtp_port"], int)
     assert not pathlib.Path(details["ca_file"]).exists()
     assert main([], stop=stop) == 0
     text = capsys.readouterr().out
-    assert text.startswith("Fake Gmail on 127.0.0.1 (Ctrl-C to stop)\n")
+    assert text.startswith(
+        "Fake Gmail on localhost, listening on 127.0.0.1 (Ctrl-C to stop)\n"
+    )
     assert "alice@example.com, bob@example.com" in text
 
 

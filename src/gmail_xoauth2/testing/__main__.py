@@ -1,8 +1,9 @@
 """``python -m gmail_xoauth2.testing``: run the fake Gmail until interrupted.
 
-It prints the ports, the CA file and an access token for the first user, so
-other mail programs (curl, msmtp, mutt) can be pointed at it by hand. The
-token is minted by the fake Google and is worthless anywhere else.
+It prints the host (``localhost``, the name its certificate covers), the ports,
+the CA file, the control URL and an access token for the first user, so other
+mail programs (curl, msmtp, mutt) can be pointed at it by hand. The token is
+minted by the fake Google and is worthless anywhere else.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from ._control import CONTROL_ENV, display_host
 from .gmail import FakeGmail
 
 __all__ = ["main"]
@@ -58,12 +60,16 @@ def main(
     with FakeGmail(users, host=args.host) as gmail:
         token = gmail.mint_token(users[0])
         details: dict[str, object] = {
-            "host": gmail.host,
+            # The name the certificate covers for every client (mbsync and
+            # offlineimap check DNS names only); it listens on "address" alone.
+            "host": display_host(gmail.host),
+            "address": gmail.host,
             "imap_port": gmail.imap_port,
             "pop_port": gmail.pop_port,
             "smtp_port": gmail.smtp_port,
             "submission_port": gmail.submission_port,
             "token_uri": gmail.token_uri,
+            "control_url": gmail.control_url,
             "ca_file": gmail.ca_file,
             "users": list(users),
             "user": users[0],
@@ -86,12 +92,13 @@ def _describe(d: dict[str, object]) -> str:
     assert isinstance(users, list)
     return "\n".join(
         [
-            f"Fake Gmail on {host} (Ctrl-C to stop)",
+            f"Fake Gmail on {host}, listening on {d['address']} (Ctrl-C to stop)",
             f"  IMAP         {host}:{d['imap_port']}  implicit TLS, like :993",
             f"  POP3         {host}:{d['pop_port']}  implicit TLS, like :995",
             f"  SMTP         {host}:{d['smtp_port']}  implicit TLS, like :465",
             f"  Submission   {host}:{d['submission_port']}  STARTTLS, like :587",
             f"  Token URI    {d['token_uri']}",
+            f"  Control      {d['control_url']}  (export {CONTROL_ENV}=<this>)",
             f"  CA file      {d['ca_file']}",
             f"  Users        {', '.join(map(str, users))}",
             f"  Access token for {d['user']} (valid 3599 s on this fake only):",

@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .google import FakeGoogle
 
-__all__ = ["GoogleHandler", "Reply"]
+__all__ = ["CONTROL_PREFIX", "GoogleHandler", "Reply"]
 
 _log = logging.getLogger("gmail_xoauth2.testing.google")
 
 _MAX_BODY = 1 << 20
+# A control request can carry a whole message to deliver (Gmail takes 25 MB).
+_MAX_CONTROL_BODY = 64 << 20
+CONTROL_PREFIX = "/_control/"
 
 
 @dataclass
@@ -43,9 +46,15 @@ class GoogleHandler(http.server.BaseHTTPRequestHandler):
         return fake
 
     def do_GET(self) -> None:
+        if self._is_control():
+            self._send(self._control())
+            return
         self._dispatch(self._query())
 
     def do_POST(self) -> None:
+        if self._is_control():
+            self._send(self._control())
+            return
         params = self._query()
         params.update(self._form())
         self._dispatch(params)
@@ -122,6 +131,47 @@ class GoogleHandler(http.server.BaseHTTPRequestHandler):
             return fake._authorize(params)
         return Reply(404, {"error": "not_found"})
 
+    def _is_control(self) -> bool:
+        return urllib.parse.urlsplit(self.path).path.startswith(CONTROL_PREFIX)
+
+    def _control(self) -> Reply:
+        """``POST /_control/<action>`` with a JSON object, from loopback only.
+
+        Requiring ``application/json`` also keeps web pages out: a browser sends
+        that cross-origin only after a CORS preflight, which this never answers.
+        """
+        from ._control import is_loopback
+
+        path = urllib.parse.urlsplit(self.path).path
+        action = path.removeprefix(CONTROL_PREFIX)
+        handler = self.fake._control
+        if not is_loopback(str(self.client_address[0])):
+            return _refuse(
+                403, "forbidden", "the control endpoint answers loopback only"
+            )
+        if handler is None:
+            return _refuse(404, "not_found", "this fake Google has no control endpoint")
+        if self.command != "POST":
+            return _refuse(405, "method_not_allowed", f"POST to {path}, with JSON")
+        if "application/json" not in self.headers.get("Content-Type", ""):
+            return _refuse(
+                415, "unsupported_media_type", "send a JSON object (application/json)"
+            )
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_CONTROL_BODY:
+            return _refuse(
+                413, "too_large", f"the body is over {_MAX_CONTROL_BODY} bytes"
+            )
+        try:
+            data = json.loads(self.rfile.read(length).decode("utf-8"))
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return _refuse(400, "invalid_request", "the body must be a JSON object")
+        reply = handler(action, data)
+        _log.debug("control %s -> %d", action, reply.status)
+        return reply
+
     def _send(self, reply: Reply) -> None:
         if isinstance(reply.body, dict):
             payload = json.dumps(reply.body, indent=2).encode("utf-8")
@@ -141,3 +191,7 @@ class GoogleHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Silence http.server's stderr log: its request line can hold tokens."""
+
+
+def _refuse(status: int, error: str, description: str) -> Reply:
+    return Reply(status, {"error": error, "error_description": description})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import shutil
 import ssl
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._tokens import Clock, utcnow
+from ._control import control_reply
+from ._google_http import CONTROL_PREFIX
 from ._mailstore import INBOX, MailStore
 from ._pki import PKI, make_pki
 from ._server import Backend, FaultAction, LineServer, TranscriptLine
@@ -100,6 +103,7 @@ class FakeGmail:
         ).start()
         for user in self.users:
             self._google.add_user(user)
+        self._google._control = functools.partial(control_reply, self)
         store = MailStore(self.users, clock=self.clock)
         self._backend = Backend(
             self._google, store, clock=self.clock, aliases=self._aliases
@@ -219,6 +223,16 @@ class FakeGmail:
     def token_uri(self) -> str:
         """The fake Google's token endpoint."""
         return self.google.token_uri
+
+    @property
+    def control_url(self) -> str:
+        """Where another process drives this fake (loopback only).
+
+        ``POST <control_url>/expire-tokens``, ``/end-sessions`` or ``/deliver``
+        with a JSON object; ``gmail-xoauth2 fake-gmail expire-tokens`` and its
+        siblings do it from a shell.
+        """
+        return self.google.url + CONTROL_PREFIX.rstrip("/")
 
     @property
     def ca_file(self) -> str:

@@ -22,7 +22,7 @@ import os
 import secrets
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from ._google_grants import (
     _Grant,
     _ServiceAccount,
 )
-from ._google_http import GoogleHandler
+from ._google_http import GoogleHandler, Reply
 
 __all__ = ["GOOGLE_TOKEN_URI", "IMAP_ADMIN_SCOPE", "FakeGoogle", "TokenInfo"]
 
@@ -79,6 +79,8 @@ class FakeGoogle(GoogleEndpoints):
         ] = {}
         self._requests: list[tuple[str, str | None]] = []
         self._auth_requests: list[dict[str, str]] = []
+        # FakeGmail's /_control/<action> handler (see _control.py); None: no such path.
+        self._control: Callable[[str, dict[str, object]], Reply] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
