@@ -17,6 +17,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -35,6 +36,27 @@ RUN_TIMEOUT = 30  # seconds, per program run
 # The unprivileged user of the Dovecot tests (scripts/install-test-deps.sh).
 MAIL_USER = "gx2-testmail"
 VENV_BIN = Path(sys.executable).parent
+
+
+def python_for(owner: pwd.struct_passwd) -> tuple[str, dict[str, str]]:
+    """A Python that ``owner`` may run with this venv's packages, and its env.
+
+    The venv's own interpreter when every directory up to it is open to
+    others (CI); else the system Python of the same version, pointed at the
+    venv's packages (a venv made from a Python under /root, say).
+    """
+    real = Path(os.path.realpath(sys.executable))
+    if owner.pw_uid == os.getuid() or all(
+        p.stat().st_mode & 0o001 for p in (real, *real.parents)
+    ):
+        return sys.executable, {}
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = shutil.which(version, path="/usr/bin:/usr/local/bin")
+    if system is None:
+        need(version)
+    source = Path(__file__).resolve().parents[2] / "src"
+    packages = sysconfig.get_paths()["purelib"]
+    return str(system), {"PYTHONPATH": f"{source}{os.pathsep}{packages}"}
 
 
 def need(program: str) -> str:
@@ -66,6 +88,8 @@ class Home:
     token_file: Path
     maildir: Path
     owner: pwd.struct_passwd
+    python: str
+    python_env: dict[str, str]
     _timings: Path
 
     def chown(self, path: Path) -> Path:
@@ -81,7 +105,7 @@ class Home:
     def env(self) -> dict[str, str]:
         # The recipe's bare `gmail-xoauth2` is found first in wrapper/.
         path = f"{self.path / 'wrapper'}{os.pathsep}{os.environ['PATH']}"
-        return {**os.environ, "HOME": str(self.path), "PATH": path}
+        return {**os.environ, **self.python_env, "HOME": str(self.path), "PATH": path}
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         owner = {} if self.owner.pw_uid == os.getuid() else self._as_owner()
@@ -177,6 +201,7 @@ class Home:
 def make_home(write_token_file: object, *, unprivileged: bool) -> Iterator[Home]:
     assert callable(write_token_file)
     owner = pwd.getpwnam(MAIL_USER) if unprivileged else pwd.getpwuid(os.getuid())
+    python, python_env = python_for(owner)
     path = Path(tempfile.mkdtemp(prefix="gx2-mail-program-"))
     try:
         timings = path / "token-calls"
@@ -186,7 +211,7 @@ def make_home(write_token_file: object, *, unprivileged: bool) -> Iterator[Home]
         script.write_text(
             "#!/bin/sh\n"
             "start=$(date +%s%N)\n"
-            f'"{VENV_BIN / "gmail-xoauth2"}" "$@"\n'
+            f'"{python}" -m gmail_xoauth2 "$@"\n'
             "status=$?\n"
             f'echo "$(( ($(date +%s%N) - start) / 1000000 )) $status" >> "{timings}"\n'
             "exit $status\n"
@@ -195,7 +220,7 @@ def make_home(write_token_file: object, *, unprivileged: bool) -> Iterator[Home]
         token_file = path / "token.json"
         write_token_file(token_file)
         maildir = path / "Mail" / "gmail"
-        home = Home(path, token_file, maildir, owner, timings)
+        home = Home(path, token_file, maildir, owner, python, python_env, timings)
         for item in (path, wrapper, token_file):
             home.chown(item)
         path.chmod(0o700)
@@ -369,3 +394,88 @@ def test_offlineimap_names_a_rejected_token(gmail: FakeGmail, home: Home) -> Non
     result = offlineimap_once(home, config)
     assert result.returncode != 0
     assert "[AUTHENTICATIONFAILED] Invalid credentials" in result.stdout + result.stderr
+
+
+# --- getmail6 ---
+
+
+REJECTED_BY_GETMAIL = {
+    "imap": "credential/login error ([AUTHENTICATIONFAILED] Invalid credentials",
+    "pop": "operation error (POP error (b'-ERR [AUTH] Invalid credentials.')",
+}
+
+
+@pytest.fixture
+def unprivileged_home(gmail: FakeGmail) -> Iterator[Home]:
+    yield from make_home(
+        lambda path: gmail.google.write_authorized_user_file(path, USER),
+        unprivileged=True,
+    )
+
+
+def getmail_config(home: Home, gmail: FakeGmail, protocol: str) -> Path:
+    # The fake's CA sits in its private directory; the user needs a copy.
+    ca_file = home.chown(Path(shutil.copy(gmail.ca_file, home.path / "ca.pem")))
+    replacements = {
+        "/home/you/.config/gmail-xoauth2/you@gmail.com.json": str(home.token_file),
+        "you@gmail.com": USER,
+        "imap.gmail.com": "localhost",
+        "port = 993": f"port = {gmail.imap_port}",
+        "/etc/ssl/certs/ca-certificates.crt": str(ca_file),
+        "~/Mail/gmail/": f"{home.maildir}/",
+    }
+    if protocol == "pop":
+        # As the recipe says: the POP3 retriever, and no mailboxes.
+        replacements["type = SimpleIMAPSSLRetriever"] = "type = SimplePOP3SSLRetriever"
+        replacements[f"port = {gmail.imap_port}"] = f"port = {gmail.pop_port}"
+        replacements['mailboxes = ("INBOX",)\n'] = ""
+    text = code_block("getmail6", "ini", "[retriever]").substitute(replacements)
+    # The recipe's mkdir -p ~/Mail/gmail/cur ~/Mail/gmail/new ~/Mail/gmail/tmp
+    for sub in ("cur", "new", "tmp"):
+        (home.maildir / sub).mkdir(parents=True)
+    for path in (home.maildir.parent, home.maildir, *home.maildir.iterdir()):
+        home.chown(path)
+    return home.write("getmailrc", text)
+
+
+def getmail(home: Home, config: Path) -> subprocess.CompletedProcess[str]:
+    # The venv's script, run by a Python the unprivileged user may run.
+    script = need("getmail")
+    return home.run(
+        home.python, script, "--getmaildir", str(home.path), "--rcfile", str(config)
+    )
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop"])
+def test_getmail_retrieves_across_an_expired_token(
+    gmail: FakeGmail, unprivileged_home: Home, protocol: str
+) -> None:
+    home = unprivileged_home
+    config = getmail_config(home, gmail, protocol)
+    gmail.deliver(USER, message("first"))
+    first = getmail(home, config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert len(home.maildir_files()) == 1
+    # getmail6 reads Gmail's X-GM-* FETCH items; it says so if it cannot.
+    assert "Could not parse google imap extensions" not in first.stdout + first.stderr
+
+    home.an_hour_passes(lambda: gmail.expire_tokens(USER))
+    gmail.deliver(USER, message("after an hour"))
+    second = getmail(home, config)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(home.maildir_files()) == 2
+    assert [status for _, status in home.token_calls()] == [0, 0]
+    home.assert_token_file_private()
+    report(home, "getmail6", f"retrieve over {protocol.upper()} (fake Gmail)")
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop"])
+def test_getmail_names_a_rejected_token(
+    gmail: FakeGmail, unprivileged_home: Home, protocol: str
+) -> None:
+    home = unprivileged_home
+    config = getmail_config(home, gmail, protocol)
+    gmail.expire_tokens(USER)
+    result = getmail(home, config)
+    assert result.returncode != 0
+    assert REJECTED_BY_GETMAIL[protocol] in result.stdout + result.stderr
