@@ -83,20 +83,13 @@ class BufferedTransport:
         self._meter.start()  # the greeting is a reply too
         self.sock = self._create_socket(timeout)
 
-    def _recv_into(self, view: memoryview) -> int:
-        """Receive into ``view`` within the reply's deadline; charge the bytes."""
+    def _recv_upto(self, n: int) -> bytes:
+        """At most ``n`` bytes (inflated ones once COMPRESS is on); charged."""
         if self._inflater is not None:
-            data = self._recv_inflated(min(len(view), _MAX_INFLATE_STEP))
-            n = len(data)
-            view[:n] = data
-            return n
-        wait = self._meter.recv_timeout(self._timeout)
-        if wait != self._timeout:
-            n = self._recv_by_deadline(wait, view)
-        else:
-            n = self.sock.recv_into(view)
-        self._meter.charge(n)
-        return n
+            return self._recv_inflated(min(n, _MAX_INFLATE_STEP))
+        data = self._recv_wire(min(n, _MAX_INFLATE_STEP))
+        self._meter.charge(len(data))
+        return data
 
     def _recv(self) -> bytes:
         """Receive a chunk within the reply's deadline; charge the bytes."""
@@ -106,14 +99,14 @@ class BufferedTransport:
         self._meter.charge(len(data))
         return data
 
-    def _recv_wire(self) -> bytes:
-        """A chunk as it came off the socket, within the reply's deadline."""
+    def _recv_wire(self, n: int = _CHUNK) -> bytes:
+        """At most ``n`` bytes as they came off the socket, within the deadline."""
         wait = self._meter.recv_timeout(self._timeout)
         if wait != self._timeout:
-            chunk = bytearray(_CHUNK)
+            chunk = bytearray(n)
             del chunk[self._recv_by_deadline(wait, memoryview(chunk)) :]
             return bytes(chunk)
-        return self.sock.recv(_CHUNK)
+        return self.sock.recv(n)
 
     def _recv_inflated(self, limit: int) -> bytes:
         """At most ``limit`` inflated bytes (b"" at EOF); charge them.
@@ -163,8 +156,11 @@ class BufferedTransport:
         if have >= size:
             self._rpos = pos + size
             return buf[pos : pos + size]
-        # The result grows in steps of doubling size, each allocated exactly,
-        # and bytes are received straight into it: no copy at the end.
+        # The result grows in steps of doubling size, each allocated exactly
+        # (a jump past BytesIO's overallocation), and getvalue() hands its
+        # buffer over without a copy. Chunks are written in, never received
+        # through getbuffer(): an export alive in a traceback makes the
+        # garbage collector of some CPython 3.12 releases crash.
         out = io.BytesIO()
         out.write(memoryview(buf)[pos:])
         self._rbuf, self._rpos = b"", 0
@@ -174,11 +170,12 @@ class BufferedTransport:
                 capacity = min(size, max(2 * capacity, _FIRST_LITERAL_STEP))
                 out.seek(capacity - 1)
                 out.write(b"\0")
-            with out.getbuffer() as view:
-                n = self._recv_into(view[have:capacity])
-            if not n:
+            chunk = self._recv_upto(capacity - have)
+            if not chunk:
                 break
-            have += n
+            out.seek(have)
+            out.write(chunk)
+            have += len(chunk)
         out.truncate(have)
         return out.getvalue()
 
