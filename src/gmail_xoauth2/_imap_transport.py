@@ -26,8 +26,9 @@ from .errors import ProtocolError
 __all__ = ["BufferedTransport"]
 
 _CHUNK = 65536
-# A literal is inflated straight into its buffer in steps of at most this.
-_MAX_INFLATE_STEP = 1 << 20
+# A literal is received (and inflated) in steps of at most this: larger ones
+# cost a 25 MB literal 3 MiB more peak memory (heap fragmentation) for nothing.
+_MAX_INFLATE_STEP = 1 << 16
 _FIRST_LITERAL_STEP = 1 << 18
 _LF = b"\n"
 
@@ -87,7 +88,7 @@ class BufferedTransport:
         """At most ``n`` bytes (inflated ones once COMPRESS is on); charged."""
         if self._inflater is not None:
             return self._recv_inflated(min(n, _MAX_INFLATE_STEP))
-        data = self._recv_wire(min(n, _MAX_INFLATE_STEP))
+        data = self._recv_wire(min(n, _CHUNK))
         self._meter.charge(len(data))
         return data
 
