@@ -192,8 +192,13 @@ class ScriptedServer:
 
     def close(self) -> None:
         self.stop.set()
+        # shutdown() wakes the thread blocked in accept(); close() alone would
+        # leave it there for the life of the process.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.listener.close()
+        self._accept.join(timeout=10)
         for sock in self._socks:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
