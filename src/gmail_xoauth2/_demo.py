@@ -13,7 +13,6 @@ import email
 import email.policy
 import email.utils
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -21,9 +20,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import TextIO
 
-from ._tokens import Clock
-
-__all__ = ["run_demo", "serve_fake_gmail"]
+__all__ = ["run_demo"]
 
 DEMO_USER = "alice@example.com"
 _OTHER_USER = "bob@example.com"
@@ -253,55 +250,3 @@ def _quietly(func: object) -> None:
     with contextlib.suppress(Exception):
         if callable(func):
             func()
-
-
-def serve_fake_gmail(
-    *,
-    port_base: int | None,
-    out: TextIO,
-    stop: threading.Event,
-    users: tuple[str, ...] = (DEMO_USER, _OTHER_USER),
-    clock: Clock | None = None,
-) -> None:
-    """Run the fake Gmail until ``stop`` is set (or Ctrl-C), printing how to use it."""
-    from .testing.gmail import FakeGmail
-
-    with (
-        tempfile.TemporaryDirectory(prefix="fake-gmail-tokens-") as workdir,
-        FakeGmail(users=users, clock=clock, port_base=port_base) as gmail,
-    ):
-        token_files = []
-        for user in users:
-            path = Path(workdir) / f"{user}.json"
-            gmail.google.write_authorized_user_file(path, user)
-            token_files.append((user, path))
-        lines = [
-            "Fake Gmail is running (Ctrl-C to stop).",
-            "",
-            f"  host        {gmail.host}",
-            f"  IMAP        {gmail.imap_port}  (implicit TLS, like imap.gmail.com:993)",
-            f"  POP3        {gmail.pop_port}  (implicit TLS, like pop.gmail.com:995)",
-            f"  SMTP        {gmail.smtp_port}  (implicit TLS, like smtp.gmail.com:465)",
-            f"  submission  {gmail.submission_port}  (STARTTLS, like port 587)",
-            f"  CA file     {gmail.ca_file}",
-            f"  OAuth       {gmail.google.url}",
-        ]
-        for user, path in token_files:
-            lines.append(f"  token file  {path}  ({user})")
-        user, path = token_files[0]
-        lines += [
-            "",
-            "Try:",
-            f"  gmail-xoauth2 check --token-file {path} --user {user} "
-            f"--host {gmail.host} --imap-port {gmail.imap_port} "
-            f"--pop-port {gmail.pop_port} --smtp-port {gmail.smtp_port} "
-            f"--cafile {gmail.ca_file}",
-            f"  curl --cacert {gmail.ca_file} --user {user} --oauth2-bearer "
-            f'"$(gmail-xoauth2 token --token-file {path})" '
-            f"imaps://{gmail.host}:{gmail.imap_port}/INBOX",
-            "",
-            "Ready.",
-        ]
-        out.write("\n".join(lines) + "\n")
-        out.flush()
-        stop.wait()
