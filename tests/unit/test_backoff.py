@@ -183,13 +183,13 @@ class FlakyTokens:
         return self.inner.token(force_refresh=force_refresh)  # type: ignore[attr-defined, no-any-return]
 
 
-def test_a_token_source_down_for_now_is_waited_out_on_a_reconnect(
-    gmail: FakeGmail, clock: ManualClock
-) -> None:
+def flaky_session(
+    gmail: FakeGmail, clock: ManualClock, error: Exception, failures: int
+) -> tuple[IMAP4, FlakyTokens, list[float]]:
+    """A selected IMAP4 whose token source will fail ``failures`` times, then
+    its session ended by the server: the next command reconnects."""
     slept: list[float] = []
-    tokens = FlakyTokens(
-        gmail.token_provider(ALICE, clock=clock), ConnectionError("vault down"), 3
-    )
+    tokens = FlakyTokens(gmail.token_provider(ALICE, clock=clock), error, failures)
     imap = IMAP4(
         ALICE,
         tokens,
@@ -203,6 +203,13 @@ def test_a_token_source_down_for_now_is_waited_out_on_a_reconnect(
     imap.select("INBOX")
     tokens.broken = True
     gmail.end_sessions(ALICE, "imap")
+    return imap, tokens, slept
+
+
+def test_a_token_source_down_for_now_is_waited_out_on_a_reconnect(
+    gmail: FakeGmail, clock: ManualClock
+) -> None:
+    imap, _, slept = flaky_session(gmail, clock, ConnectionError("vault down"), 3)
     assert imap.noop()[0] == "OK"
     assert len(slept) == 3 and imap.reconnects == 1
     imap.logout()
@@ -211,23 +218,7 @@ def test_a_token_source_down_for_now_is_waited_out_on_a_reconnect(
 def test_a_token_source_that_is_broken_is_raised_at_once(
     gmail: FakeGmail, clock: ManualClock
 ) -> None:
-    slept: list[float] = []
-    tokens = FlakyTokens(
-        gmail.token_provider(ALICE, clock=clock), RuntimeError("bad config"), 1
-    )
-    imap = IMAP4(
-        ALICE,
-        tokens,
-        gmail.host,
-        gmail.imap_port,
-        ssl_context=gmail.ssl_context(),
-        clock=clock,
-        backoff=Backoff.forever(sleep=slept.append),
-        timeout=10,
-    )
-    imap.select("INBOX")
-    tokens.broken = True
-    gmail.end_sessions(ALICE, "imap")
+    imap, _, slept = flaky_session(gmail, clock, RuntimeError("bad config"), 1)
     with pytest.raises(TokenError) as caught:
         imap.noop()
     assert not caught.value.retryable and slept == []
