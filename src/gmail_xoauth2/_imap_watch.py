@@ -100,6 +100,9 @@ class Watcher:
         self._pending: deque[Event] = deque()
         self._idler: Idler | None = None
         self._done = False
+        # Looked again once after a search that found nothing new although
+        # the mailbox grew meanwhile; a second time, wait instead.
+        self._relooked = False
         try:
             self._start()
         except BaseException:
@@ -239,8 +242,14 @@ class Watcher:
         fresh = sorted(uid for uid in _uids(data) if uid > last)
         if not fresh:
             # A server may announce mail after the SEARCH results, in the same
-            # reply (Dovecot does): IDLE would not say it again, so look again.
-            return imap._box.exists != exists
+            # reply (Dovecot does): IDLE would not say it again, so look again
+            # - once: a server that announces growth on every search without
+            # new UIDs must not keep the watch searching in a loop.
+            now = imap._box.exists
+            grew = exists is not None and now is not None and now > exists
+            self._relooked = grew and not self._relooked
+            return self._relooked
+        self._relooked = False
         validity = self._validity or 0
         self._pending.extend(NewMessage(uid, validity) for uid in fresh)
         self._last = fresh[-1]

@@ -263,3 +263,51 @@ def test_polls_with_noop_when_the_server_has_no_idle(
     assert b"IDLE" not in seen
     assert seen.count(b"NOOP") == 3
     assert seen.count(b"UID SEARCH") == 2  # the first look, then after the EXISTS
+
+
+def test_a_server_announcing_growth_on_every_search_does_not_loop_the_watch(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from _hostile import TOKEN, USER, Peer, attack, serving
+
+    from gmail_xoauth2 import StaticTokenProvider
+    from gmail_xoauth2.testing._pki import make_pki
+
+    pki = make_pki(tmp_path_factory.mktemp("pki"), hosts=("127.0.0.1",))
+    searches: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        peer.send(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 IDLE] ready")
+        peer.send(peer.tag() + b" OK authenticated")
+        tag = peer.tag()
+        peer.send(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 2] ok")
+        peer.send(tag + b" OK [READ-WRITE] SELECT completed")
+        exists = 1
+        while True:
+            line = peer.line()
+            tag, verb = line.split(b" ")[:2]
+            if verb == b"IDLE":
+                peer.close()  # the watch went to wait: enough
+            searches.append(line)
+            exists += 1  # "grows" on every search, with no new UID
+            peer.send(b"* SEARCH 1\r\n* %d EXISTS" % exists)
+            peer.send(tag + b" OK SEARCH completed")
+
+    with serving(script, pki.server_context()) as server:
+
+        def run() -> object:
+            imap = IMAP4(
+                USER,
+                StaticTokenProvider(TOKEN),
+                "127.0.0.1",
+                server.port,
+                ssl_context=pki.client_context(),
+                timeout=5,
+                backoff=Backoff(attempts=0, sleep=lambda _: None),
+            )
+            return next(imap.watch())
+
+        outcome = attack(run, seconds=15)
+    # The first look, then one more because the mailbox grew; then IDLE.
+    assert len(searches) == 2, searches
+    assert outcome.error is not None  # the server hung up during IDLE
