@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what the integration tests need: Dovecot 2.3 (IMAP, POP3, submission,
 # LMTP), curl, msmtp and the mail programs of the recipes (mbsync with the
-# XOAUTH2 SASL plugin, offlineimap3, neomutt, git send-email) from Debian's
-# packages, and the system user that owns the test Maildirs. The system Dovecot
-# is never started. Idempotent; quiet when everything is present already.
+# XOAUTH2 SASL plugin, offlineimap3, neomutt, git send-email) and redis-server
+# (the shared token store's tests) from Debian's packages, and the system user
+# that owns the test Maildirs. The system Dovecot and Redis are never started. Idempotent; quiet when everything is present already.
 set -euo pipefail
 
 PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd curl msmtp
-    isync libsasl2-modules-kdexoauth2 offlineimap3 neomutt git-email libmailtools-perl)
+    isync libsasl2-modules-kdexoauth2 offlineimap3 neomutt git-email libmailtools-perl
+    redis-server)
 # Must match MAIL_USER in tests/integration/dovecot.py.
 MAIL_USER=gx2-testmail
 
@@ -60,7 +61,8 @@ if ((${#missing[@]})); then
     # Stop and disable anything that started anyway (systemd machines ignore
     # policy-rc.d for socket activation in some setups).
     if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
-        systemctl disable --now dovecot.service dovecot.socket >/dev/null 2>&1 || true
+        systemctl disable --now dovecot.service dovecot.socket redis-server.service \
+            >/dev/null 2>&1 || true
     fi
 fi
 

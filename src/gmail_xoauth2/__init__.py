@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from ._imap_gmail import GmailCommands
     from ._imap_idle import Idler
     from ._imap_watch import NewMessage, UIDValidityChanged, Watcher
+    from ._keyring_store import KeyringTokenStore
     from ._limits import Limits
     from ._mutf7 import ModifiedUTF7Error
     from ._pop_errors import (
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
         POPTimeout,
         POPTooManyConnections,
     )
+    from ._redis_store import RedisTokenStore
     from ._smtp_errors import (
         SMTPAuthenticationFailed,
         SMTPConnectionLost,
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
         xoauth2_string,
     )
     from .smtp import SMTP
+    from .stores import TokenDirectory, TokenStore, TokenStores, open_store
 
 __version__ = "0.1.0"
 
@@ -94,6 +97,12 @@ _LAZY = {
     "Clock": "._tokens",
     "TokenSource": "._tokens",
     "TokenFile": "._store",
+    "TokenStore": ".stores",
+    "TokenStores": ".stores",
+    "TokenDirectory": ".stores",
+    "open_store": ".stores",
+    "RedisTokenStore": "._redis_store",
+    "KeyringTokenStore": "._keyring_store",
     "IMAP_ADMIN_SCOPE": ".sasl",
     "MAIL_SCOPE": ".sasl",
     "ErrorChallenge": ".sasl",
@@ -167,6 +176,7 @@ __all__ = [
     "Idler",
     "InsecureConnection",
     "InsecureTokenFile",
+    "KeyringTokenStore",
     "LimitExceeded",
     "Limits",
     "ModifiedUTF7Error",
@@ -179,6 +189,7 @@ __all__ = [
     "POPTimeout",
     "POPTooManyConnections",
     "ProtocolError",
+    "RedisTokenStore",
     "SMTPAuthenticationFailed",
     "SMTPConnectionLost",
     "SMTPDeliveryUnknown",
@@ -189,11 +200,14 @@ __all__ = [
     "SMTPTooManyConnections",
     "StaticTokenProvider",
     "Timeout",
+    "TokenDirectory",
     "TokenError",
     "TokenFile",
     "TokenProvider",
     "TokenRevokedError",
     "TokenSource",
+    "TokenStore",
+    "TokenStores",
     "TooManyConnections",
     "UIDValidityChanged",
     "UnsupportedFlow",
@@ -203,6 +217,7 @@ __all__ = [
     "decode_error_challenge",
     "oauthbearer_response",
     "oauthbearer_string",
+    "open_store",
     "xoauth2_response",
     "xoauth2_string",
 ]

@@ -432,24 +432,24 @@ def authorized_user_fields(data: Mapping[str, object], source: str) -> dict[str,
     ]
     if missing:
         raise ConfigurationError(
-            f"token file {source} lacks {', '.join(missing)}; "
+            f"{source} lacks {', '.join(missing)}; "
             "run `gmail-xoauth2 authorize` to write it again"
         )
     token_uri = data.get("token_uri") or GOOGLE_TOKEN_URI
     if not isinstance(token_uri, str):
-        raise ConfigurationError(f"token file {source}: token_uri is not a string")
+        raise ConfigurationError(f"{source}: token_uri is not a string")
     scopes = data.get("scopes")
     if isinstance(scopes, str):
         scopes = scopes.split()
     if scopes is not None and not (
         isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)
     ):
-        raise ConfigurationError(f"token file {source}: scopes is not a list")
+        raise ConfigurationError(f"{source}: scopes is not a list")
     token = data.get("token")
     return {
         "token": token if isinstance(token, str) and token else None,
         "refresh_token": data["refresh_token"],
-        "token_uri": check_token_uri(token_uri, f"token file {source}"),
+        "token_uri": check_token_uri(token_uri, source),
         "client_id": data["client_id"],
         "client_secret": data["client_secret"],
         "scopes": scopes,

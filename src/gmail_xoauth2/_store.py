@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from .errors import ConfigurationError, InsecureTokenFile
 
-__all__ = ["TokenFile", "format_expiry", "parse_expiry"]
+__all__ = ["TokenFile", "file_lock", "format_expiry", "parse_expiry", "token_of"]
 
 
 def _debug(message: str, *args: object) -> None:
@@ -61,12 +61,52 @@ def format_expiry(expiry: datetime) -> str:
     return expiry.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
+def token_of(data: Mapping[str, object] | None) -> str | None:
+    """The access token a record holds (None: no record, or no token in it).
+
+    Stores compare it on :meth:`~gmail_xoauth2.TokenStore.save`: a record is
+    written only over the one its writer loaded, so a refresh that finished
+    late (its lock expired and another holder wrote meanwhile) never puts an
+    older token, or the refresh token it came with, back over a newer one.
+    """
+    token = data.get("token") if data is not None else None
+    return token if isinstance(token, str) and token else None
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (created 0600), across processes.
+
+    The lock is the descriptor's: it is released when the holder closes it or
+    dies, so a crashed holder never leaves it taken.
+
+    Raises:
+        ConfigurationError: the lock file cannot be created.
+    """
+    parent = os.path.dirname(os.path.abspath(lock_path))
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create lock file {lock_path}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        _lock(fd)
+        _debug("locked %s", lock_path)
+        yield
+    finally:
+        # Closing the descriptor releases the flock.
+        os.close(fd)
+
+
 class TokenFile:
     """A token file on disk, in google-auth's authorized-user format.
 
-    Reading refuses a file that group or others may access. Writing replaces
-    the file atomically (a 0600 temporary file in the same directory, fsync,
-    rename, fsync of the directory), so a reader never sees half a file.
+    The file implementation of :class:`~gmail_xoauth2.TokenStore`. Reading
+    refuses a file that group or others may access. Writing replaces the file
+    atomically (a 0600 temporary file in the same directory, fsync, rename,
+    fsync of the directory), so a reader never sees half a file.
     :meth:`locked` serialises refreshes between processes sharing the file.
 
     Args:
@@ -149,27 +189,50 @@ class TokenFile:
                 return token
         return None
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive lock on the sidecar ``<file>.lock`` (across processes).
 
         Raises:
             ConfigurationError: the lock file cannot be created.
         """
-        self._ensure_directory()
+        return file_lock(self.lock_path)
+
+    def load(self) -> dict[str, object] | None:
+        """The stored record, or None when there is no file yet.
+
+        Raises:
+            InsecureTokenFile: group or others have access to the file.
+            ConfigurationError: the file is unreadable or not a JSON object.
+        """
+        if not os.path.lexists(self.path):
+            return None
+        return self.read()
+
+    def save(self, data: Mapping[str, object], *, replacing: str | None) -> bool:
+        """Write ``data`` if the file still holds the token ``replacing``.
+
+        Call it with :meth:`locked` held, as the provider does.
+
+        Args:
+            data: the record to write.
+            replacing: the access token of the record loaded under the lock
+                (None: there was no file, or no token in it).
+
+        Returns:
+            False when the file changed since (nothing written).
+
+        Raises:
+            ConfigurationError: the file cannot be written.
+        """
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot create lock file {self.lock_path}: {exc.strerror or exc}"
-            ) from exc
-        try:
-            _lock(fd)
-            _debug("locked %s", self.lock_path)
-            yield
-        finally:
-            # Closing the descriptor releases the flock.
-            os.close(fd)
+            current = token_of(self.load())
+        except ConfigurationError:
+            current = None  # unreadable: replacing it is the repair
+        if current != replacing:
+            _debug("kept %s: it changed since it was read", self.path)
+            return False
+        self.write(data)
+        return True
 
     def write(self, data: Mapping[str, object]) -> None:
         """Replace the file with ``data`` atomically, mode 0600.

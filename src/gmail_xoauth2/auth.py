@@ -42,10 +42,11 @@ from ._oauth import (
     token_error,
     token_file_data,
 )
-from ._store import TokenFile, format_expiry, parse_expiry
+from ._store import TokenFile, format_expiry, parse_expiry, token_of
 from ._tokens import Clock, utcnow
 from .errors import ConfigurationError, TokenError
 from .sasl import IMAP_ADMIN_SCOPE, MAIL_SCOPE
+from .stores import TokenStore, TokenStores, describe_store
 
 __all__ = ["IMAP_ADMIN_SCOPE", "GoogleTokenProvider", "authorize"]
 
@@ -161,16 +162,18 @@ class GoogleTokenProvider:
     """Access tokens from google-auth credentials, refreshed before they expire.
 
     ``token()`` is thread-safe and single-flight: however many threads ask at
-    once, one refresh happens. With a ``store`` (the token file) the refresh is
-    also serialised between processes: under a lock on ``<file>.lock`` the file
-    is re-read, a token another process already refreshed is adopted, and a
-    new one is written back atomically.
+    once, one refresh happens; ``await token_async()`` does the same for
+    asyncio tasks, refreshing off the event loop. With a ``store`` the refresh
+    is also single-flight among every process sharing it (a token file: the
+    processes of one host; a :class:`~gmail_xoauth2.RedisTokenStore`: a fleet):
+    under the store's lock the record is re-read, a token someone else already
+    refreshed is adopted, and a new one is written back.
 
     Args:
         credentials: google-auth credentials (authorized user or service account).
         refresh_margin: ``token()`` returns a token valid for at least this long.
-        store: the token file to share and write back (authorized-user
-            credentials only).
+        store: the :class:`~gmail_xoauth2.TokenStore` (or a token file's path)
+            to share and write back (authorized-user credentials only).
         clock: the time source (aware UTC); tests inject a manual clock.
         backoff: retry policy for transient token-endpoint failures.
         session: the requests session for the token endpoint.
@@ -182,7 +185,7 @@ class GoogleTokenProvider:
         credentials: google.auth.credentials.Credentials,
         *,
         refresh_margin: timedelta = timedelta(minutes=5),
-        store: TokenFile | str | os.PathLike[str] | None = None,
+        store: TokenStore | str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
         backoff: Backoff | None = None,
         session: requests.Session | None = None,
@@ -192,19 +195,19 @@ class GoogleTokenProvider:
             raise ConfigurationError(
                 "refresh_margin must be between 0 and 1 hour (tokens live an hour)"
             )
-        if store is not None and not isinstance(store, TokenFile):
+        if isinstance(store, str | os.PathLike):
             store = TokenFile(store)
         self._user_credentials = isinstance(
             credentials, google.oauth2.credentials.Credentials
         )
         if store is not None and not self._user_credentials:
             raise ConfigurationError(
-                "a token file store holds authorized-user credentials; "
+                "a token store holds authorized-user credentials; "
                 "service-account credentials cannot use one"
             )
         self._credentials: Any = credentials
         self._margin = refresh_margin
-        self._store = store
+        self._store: TokenStore | None = store
         self._clock: Clock = clock or utcnow
         self._backoff = backoff or Backoff()
         self._transport = _Transport(session, timeout)
@@ -236,8 +239,67 @@ class GoogleTokenProvider:
             ConfigurationError: the file is missing, insecure or incomplete.
         """
         store = TokenFile(path)
-        credentials = _user_credentials(store.read(), str(store.path))
+        credentials = _user_credentials(store.read(), describe_store(store))
         return cls(credentials, store=store, **kwargs)
+
+    @classmethod
+    def for_user(
+        cls,
+        store: TokenStores | TokenStore,
+        user: str,
+        *,
+        client: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> GoogleTokenProvider:
+        """The provider of one user of an app that serves many, from one store.
+
+        Every user's provider shares the app's client configuration and the
+        store (its connections, its lock); each refreshes only its own record::
+
+            users = RedisTokenStore("redis://redis.internal/0", account="-")
+            provider = GoogleTokenProvider.for_user(users, "ann@example.com",
+                                                    client="client_secret.json")
+
+        Args:
+            store: a store of many accounts (:class:`~gmail_xoauth2.TokenDirectory`,
+                :class:`~gmail_xoauth2.RedisTokenStore`,
+                :class:`~gmail_xoauth2.KeyringTokenStore`), or one account's store.
+            user: the account (its Gmail address).
+            client: the app's "Desktop app" client secrets file; its client id,
+                secret and token URI replace the record's (so the app's
+                configuration, not each stored record, says which client).
+            **kwargs: passed to the constructor (not ``store``).
+
+        Raises:
+            ConfigurationError: the store holds no usable record for ``user``.
+            TokenError: the store cannot be reached (retryable).
+        """
+        if isinstance(store, TokenStores):
+            account_store = store.for_account(user)
+        else:
+            account_store = store
+        where = describe_store(account_store)
+        data = account_store.load()
+        if data is None:
+            raise ConfigurationError(
+                f"{where} holds no token for {user}; run `gmail-xoauth2 authorize "
+                f"--user {user}` with this store first"
+            )
+        stored_for = data.get("account")
+        if isinstance(stored_for, str) and stored_for and stored_for != user:
+            raise ConfigurationError(
+                f"{where} holds the token of {stored_for}, not of {user}"
+            )
+        if client is not None:
+            section = read_client_config(client)["installed"]
+            data = {
+                **data,
+                "client_id": section["client_id"],
+                "client_secret": section["client_secret"],
+                "token_uri": section["token_uri"],
+            }
+        credentials = _user_credentials(data, where)
+        return cls(credentials, store=account_store, **kwargs)
 
     @classmethod
     def from_service_account_file(
@@ -342,26 +404,34 @@ class GoogleTokenProvider:
         """Refresh (lock held), sharing the work with other processes via the store."""
         if self._store is None:
             return self._refresh_remote()
-        with self._store.locked():
-            data = self._store.read()
-            file_token = data.get("token")
-            file_expiry = parse_expiry(data.get("expiry"))
+        store = self._store
+        with store.locked():
+            data = store.load()
+            if data is None:
+                # An empty store: this provider's credentials seed it.
+                data = {}
+            stored_token = data.get("token")
+            stored_expiry = parse_expiry(data.get("expiry"))
             if (
-                isinstance(file_token, str)
-                and file_token
-                and file_token != rejected
-                and file_token != self._token
-                and self._fresh(self._clock(), file_expiry)
+                isinstance(stored_token, str)
+                and stored_token
+                and stored_token != rejected
+                and stored_token != self._token
+                and self._fresh(self._clock(), stored_expiry)
             ):
                 _log.debug("using the token another process refreshed")
-                self._adopt(data, file_token, file_expiry)
-                return file_token
+                self._adopt(data, stored_token, stored_expiry)
+                return stored_token
             self._adopt_refresh_token(data)
+            replacing = token_of(data)
             token = self._refresh_remote()
             data.update(json.loads(self._credentials.to_json()))
             if self._expiry is not None:
                 data["expiry"] = format_expiry(self._expiry)
-            self._store.write(data)
+            # Not written if the record changed meanwhile (this holder's lock
+            # expired and another wrote a newer one): this token stays valid
+            # for this process, the store keeps the newer.
+            store.save(data, replacing=replacing)
             return token
 
     def _adopt(
@@ -381,9 +451,9 @@ class GoogleTokenProvider:
             and refresh_token
             and refresh_token != self._credentials.refresh_token
         ):
-            _log.debug("the token file holds a new refresh token; using it")
+            _log.debug("the store holds a new refresh token; using it")
             assert self._store is not None
-            self._credentials = _user_credentials(data, str(self._store.path))
+            self._credentials = _user_credentials(data, describe_store(self._store))
 
     def _refresh_remote(self) -> str:
         """Ask the token endpoint, retrying transient failures with backoff."""
@@ -464,7 +534,7 @@ class GoogleTokenProvider:
             kind = f"service account {credentials.service_account_email}"
             if credentials._subject:
                 kind += f" as {credentials._subject}"
-        store = f", store={str(self._store.path)!r}" if self._store else ""
+        store = f", store={self._store!r}" if self._store else ""
         return f"GoogleTokenProvider({kind}, expiry={self._expiry!r}{store})"
 
 
@@ -481,7 +551,7 @@ def _user_credentials(
 
 def authorize(
     client_secrets_file: str | os.PathLike[str],
-    token_file: str | os.PathLike[str],
+    token_file: str | os.PathLike[str] | TokenStore,
     *,
     scopes: Iterable[str] = (MAIL_SCOPE,),
     login_hint: str | None = None,
@@ -504,7 +574,9 @@ def authorize(
     Args:
         client_secrets_file: the "Desktop app" OAuth client JSON from the
             Google Cloud console.
-        token_file: where to save the tokens (mode 0600).
+        token_file: where to save the tokens: a file's path (mode 0600) or
+            any :class:`~gmail_xoauth2.TokenStore` (Redis for a fleet, the OS
+            keychain...).
         scopes: the scopes to ask for; Gmail IMAP/POP/SMTP needs ``MAIL_SCOPE``.
         login_hint: the Google account to preselect.
         open_browser: open the URL with the ``webbrowser`` module.
@@ -527,8 +599,9 @@ def authorize(
     if not scope_list:
         raise ConfigurationError("at least one scope is needed")
     client = read_client_config(client_secrets_file)
-    store = TokenFile(token_file)
-    store.prepare()
+    store = token_file if isinstance(token_file, TokenStore) else TokenFile(token_file)
+    if isinstance(store, TokenFile):
+        store.prepare()
     provider_kwargs = dict(kwargs)
     clock: Clock = provider_kwargs.get("clock") or utcnow
     with LoopbackReceiver(port=port) as receiver:
@@ -585,9 +658,18 @@ def authorize(
             f"({error_code(body) or f'HTTP {status}'}); run authorize again"
         )
     data = token_file_data(body, config, scope_list, started)
+    where = describe_store(store)
     with store.locked():
-        store.write(data)
-    _log.info("authorized; tokens saved to %s", store.path)
+        try:
+            replacing = token_of(store.load())
+        except ConfigurationError:
+            replacing = None  # unreadable: the new grant replaces it
+        if not store.save(data, replacing=replacing):
+            raise ConfigurationError(
+                f"{where} holds a record that could not be read or replaced; "
+                "delete it (`gmail-xoauth2 revoke`), then authorize again"
+            )
+    _log.info("authorized; tokens saved to %s", where)
     return GoogleTokenProvider(
-        _user_credentials(data, str(store.path)), store=store, **provider_kwargs
+        _user_credentials(data, where), store=store, **provider_kwargs
     )
