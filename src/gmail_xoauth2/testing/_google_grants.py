@@ -107,6 +107,10 @@ class GoogleEndpoints:
     _failures: dict[str, deque[tuple[int, dict[str, object] | str | None]]]
     _requests: list[tuple[str, str | None]]
     _auth_requests: list[dict[str, str]]
+    rotate_refresh_tokens: bool
+    _gate: threading.Event | None
+    _held: threading.Condition
+    _held_count: int
 
     @property
     def token_uri(self) -> str:
@@ -162,6 +166,13 @@ class GoogleEndpoints:
         """Count the request; return an injected failure if one is queued."""
         with self._lock:
             self._requests.append((path, grant_type))
+            gate = self._gate if path == "/token" else None
+            if gate is not None:
+                self._held_count += 1
+                self._held.notify_all()
+        if gate is not None:
+            gate.wait()
+        with self._lock:
             queue = self._failures.get(path)
             if not queue:
                 return None
@@ -207,8 +218,13 @@ class GoogleEndpoints:
                 return Reply(
                     400, {"error": "invalid_scope", "error_description": "Bad Request"}
                 )
+            rotated: str | None = None
+            if self.rotate_refresh_tokens:
+                rotated = self._new_grant(grant.user, grant.scopes, grant.client_id)
+                grant.revoked = True
+                key = rotated
             token = self._mint(grant.user, scopes, grant.client_id, 3599, key)
-        return self._token_response(token, scopes)
+        return self._token_response(token, scopes, rotated)
 
     def _grant_code(self, form: dict[str, str]) -> Reply:
         with self._lock:

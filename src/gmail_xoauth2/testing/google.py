@@ -79,6 +79,12 @@ class FakeGoogle(GoogleEndpoints):
         ] = {}
         self._requests: list[tuple[str, str | None]] = []
         self._auth_requests: list[dict[str, str]] = []
+        # Refresh grants answer with a new refresh token and retire the old one.
+        self.rotate_refresh_tokens = False
+        # hold(): /token requests wait for release(); _held counts the waiting.
+        self._gate: threading.Event | None = None
+        self._held = threading.Condition(self._lock)
+        self._held_count = 0
         # FakeGmail's /_control/<action> handler (see _control.py); None: no such path.
         self._control: Callable[[str, dict[str, object]], Reply] | None = None
 
@@ -226,6 +232,27 @@ class FakeGoogle(GoogleEndpoints):
         with self._lock:
             queue = self._failures.setdefault(path, deque())
             queue.extend([(status, body)] * count)
+
+    def hold(self) -> None:
+        """Make every later ``/token`` request wait (counted) until :meth:`release`.
+
+        For tests that need a refresh in flight: kill its client, or race it.
+        """
+        with self._lock:
+            if self._gate is None:
+                self._gate = threading.Event()
+
+    def release(self) -> None:
+        """Let the held ``/token`` requests, and every later one, through."""
+        with self._lock:
+            gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.set()
+
+    def wait_held(self, count: int = 1, timeout: float = 30.0) -> bool:
+        """Block until ``count`` requests in all have waited at the gate."""
+        with self._held:
+            return self._held.wait_for(lambda: self._held_count >= count, timeout)
 
     def request_count(
         self, path: str = "/token", *, grant_type: str | None = None
