@@ -9,13 +9,17 @@ google-auth's own retries sleep for real; here the transport fails at once on
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import copy
+import functools
 import json
 import logging
 import os
 import sys
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -213,6 +217,14 @@ class GoogleTokenProvider:
         self._transport = _Transport(session, timeout)
         self._lock = threading.Lock()
         self._last_handed = threading.local()
+        # token_async(): the token each task was last given, and the refresh
+        # in flight per event loop (tasks of one loop share it).
+        self._task_handed: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+            f"gmail_xoauth2_token_{id(self)}", default=None
+        )
+        self._async_flights: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Future[str]
+        ] = weakref.WeakKeyDictionary()
         # Refreshes finished so far, and the last one's error if it failed:
         # callers that queued behind a failing refresh share its error.
         self._flights = 0
@@ -370,13 +382,64 @@ class GoogleTokenProvider:
         # the current one. A forced refresh replaces only that token, so many
         # threads forcing at once cause one refresh.
         seen: str | None = getattr(self._last_handed, "token", None) or self._token
+        token = self._token_for(force_refresh=force_refresh, seen=seen)
+        self._last_handed.token = token
+        return token
+
+    async def token_async(self, *, force_refresh: bool = False) -> str:
+        """:meth:`token` for asyncio: the refresh runs off the event loop.
+
+        A valid token is returned at once, without leaving the loop. Otherwise
+        one refresh runs in a worker thread, shared by every task of the loop
+        that asks meanwhile and by every thread (the same lock as
+        :meth:`token`), and by every process sharing the store.
+
+        Args:
+            force_refresh: the server rejected the token this task was last
+                given: get a new one, unless another task already did.
+
+        Raises:
+            The same as :meth:`token`.
+        """
+        seen = self._task_handed.get() or self._token
+        current = self._token
+        if (
+            current is not None
+            and (not force_refresh or current != seen)
+            and self._fresh(self._clock(), self._expiry)
+        ):
+            self._task_handed.set(current)
+            return current
+        loop = asyncio.get_running_loop()
+        flight = self._async_flights.get(loop)
+        if flight is None or flight.done():
+            flight = loop.run_in_executor(
+                None,
+                functools.partial(
+                    self._token_for, force_refresh=force_refresh, seen=seen
+                ),
+            )
+            self._async_flights[loop] = flight
+        # shield: a cancelled caller does not cancel the refresh others share.
+        token = await asyncio.shield(flight)
+        if force_refresh and token == seen:
+            # Joined a flight that started before this task's token was
+            # rejected and returned that same token: refresh it now.
+            token = await loop.run_in_executor(
+                None,
+                functools.partial(self._token_for, force_refresh=True, seen=seen),
+            )
+        self._task_handed.set(token)
+        return token
+
+    def _token_for(self, *, force_refresh: bool, seen: str | None) -> str:
+        """:meth:`token`'s work, for a caller that last held ``seen``."""
         ticket = self._flights
         with self._lock:
             now = self._clock()
             current = self._token
             if current is not None and self._fresh(now, self._expiry):
                 if not force_refresh or current != seen:
-                    self._last_handed.token = current
                     return current
             failure = self._failure
             if failure is not None and failure[0] > ticket:
@@ -394,7 +457,6 @@ class GoogleTokenProvider:
                 raise
             self._flights += 1
             self._failure = None
-            self._last_handed.token = token
             return token
 
     def _fresh(self, now: datetime, expiry: datetime | None) -> bool:
