@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "Retry", "Sleep"]
+__all__ = ["Backoff", "Retry", "Sleep", "sleep_async"]
 
 _log = logging.getLogger("gmail_xoauth2")
 
@@ -165,8 +165,11 @@ class Retry:
         """Attempts made so far: the first one and one after each wait."""
         return self.waits + 1
 
-    def wait(self, cause: object, *, too_many: bool = False) -> bool:
-        """Wait before the next attempt; False when the policy gives up.
+    def next_delay(self, cause: object, *, too_many: bool = False) -> float | None:
+        """Decide the wait before the next attempt (logged); None to give up.
+
+        The decision without the waiting: :meth:`wait` sleeps it, the asyncio
+        classes await it (:meth:`wait_async`).
 
         Args:
             cause: why the last attempt failed (shown in the log line).
@@ -176,19 +179,19 @@ class Retry:
         backoff = self.backoff
         if too_many:
             if backoff.too_many_connections is None:
-                return False
+                return None
             # Half the jitter: the wait is for another client to let go.
             delay = backoff.too_many_connections * (
                 1 - backoff.jitter * (1 - backoff.rand()) / 2
             )
         else:
             if backoff.attempts is not None and self.waits >= backoff.attempts:
-                return False
+                return None
             delay = backoff.delay(self.waits)
             if backoff.max_elapsed is not None:
                 spent = backoff.clock() - self._started
                 if spent + delay > backoff.max_elapsed:
-                    return False
+                    return None
         self.waits += 1
         self.last_delay = delay
         self._logger.log(
@@ -200,5 +203,40 @@ class Retry:
             self.waits + 1,
             "" if backoff.attempts is None else f" of {backoff.attempts + 1}",
         )
-        backoff.sleep(delay)
+        return delay
+
+    def wait(self, cause: object, *, too_many: bool = False) -> bool:
+        """Wait before the next attempt; False when the policy gives up.
+
+        Args:
+            cause: why the last attempt failed (shown in the log line).
+            too_many: the server refused for too many connections.
+        """
+        delay = self.next_delay(cause, too_many=too_many)
+        if delay is None:
+            return False
+        self.backoff.sleep(delay)
         return True
+
+    async def wait_async(self, cause: object, *, too_many: bool = False) -> bool:
+        """:meth:`wait` for asyncio: the loop runs on while this task waits.
+
+        A ``sleep`` injected into the :class:`Backoff` (tests) is called
+        instead of waiting, as in :meth:`wait`.
+        """
+        delay = self.next_delay(cause, too_many=too_many)
+        if delay is None:
+            return False
+        await sleep_async(self.backoff, delay)
+        return True
+
+
+async def sleep_async(backoff: Backoff, delay: float) -> None:
+    """Wait ``delay`` seconds on the event loop, or call the injected ``sleep``."""
+    import asyncio
+
+    if backoff.sleep is time.sleep:
+        await asyncio.sleep(delay)
+    else:
+        backoff.sleep(delay)
+        await asyncio.sleep(0)

@@ -16,8 +16,9 @@ import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._backoff import Backoff, Retry
+from ._backoff import Backoff
 from ._imap_policy import Kind, MailboxState
+from ._reconnect import Attempts
 from ._redact import get_logger
 from ._session import SessionDeadline
 from ._tokens import TokenProvider
@@ -27,8 +28,6 @@ from .errors import (
     InsecureConnection,
     ProtocolError,
     Timeout,
-    TokenError,
-    TooManyConnections,
 )
 
 __all__ = ["SessionLifecycle"]
@@ -214,31 +213,20 @@ class SessionLifecycle:
             with self._raw(), contextlib.suppress(*self._death):
                 self._simple_command("LOGOUT")
         self._drop()
-        retry = self._backoff.start(f"IMAP server {host}:{port}", logger=_log)
+        attempts = Attempts(
+            self._backoff,
+            f"IMAP server {host}:{port}",
+            transient=self._retryable,
+            logger=_log,
+            lost=self._lost,
+        )
         while True:
             try:
                 self._open_session()
-            except TooManyConnections as exc:
+            except BaseException as exc:
                 self._drop()
-                self._next_attempt(retry, exc, state, too_many=True)
+                self._next_attempt(attempts, exc, state)
                 continue
-            except TokenError as exc:
-                # A token source that is down for now (a network failure on
-                # its way) is waited out like the mail server; others raise.
-                self._drop()
-                if not exc.retryable:
-                    self.state = state
-                    raise
-                self._next_attempt(retry, exc, state)
-                continue
-            except self._retryable as exc:
-                self._drop()
-                self._next_attempt(retry, exc, state)
-                continue
-            except BaseException:
-                # Keep the logical state so the next command tries again.
-                self.state = state
-                raise
             try:
                 self._restore(restore)
             except Error:
@@ -246,34 +234,26 @@ class SessionLifecycle:
                 # again: it stays in AUTH, as imaplib's select() left it.
                 self.reconnects += 1
                 raise
-            except self._retryable as exc:
+            except BaseException as exc:
                 # A new session that dies before the mailbox is selected again
                 # is a failed attempt like any other: try again.
                 self._drop()
-                self._next_attempt(retry, exc, state)
+                self._next_attempt(attempts, exc, state)
                 continue
-            except BaseException:
-                self._drop()
-                self.state = state
-                raise
             self.reconnects += 1
             return
 
-    def _next_attempt(
-        self, retry: Retry, exc: BaseException, state: str, *, too_many: bool = False
-    ) -> None:
+    def _next_attempt(self, attempts: Attempts, exc: BaseException, state: str) -> None:
         """After a failed reconnect attempt: wait (logged), or give up."""
-        if retry.wait(exc, too_many=too_many):
-            return
-        # Keep the logical state so the next command tries again.
-        self.state = state
-        if too_many or isinstance(exc, TokenError):
-            raise exc
-        host, port = self._server
-        raise self._lost(
-            f"could not reconnect to {host}:{port} after {retry.attempts} "
-            f"attempts: {exc}"
-        ) from exc
+        try:
+            if not isinstance(exc, Exception):
+                raise exc
+            delay = attempts.failed(exc)
+        except BaseException:
+            # Keep the logical state so the next command tries again.
+            self.state = state
+            raise
+        self._backoff.sleep(delay)
 
     def _open_session(self) -> None:
         """Connect, secure, authenticate; on any failure the socket is closed."""

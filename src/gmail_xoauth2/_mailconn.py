@@ -11,15 +11,13 @@ from collections.abc import Callable
 
 from . import sasl
 from ._backoff import Backoff
+from ._reconnect import Attempts
 from ._redact import get_logger, remember
 from ._tokens import TokenProvider
 from .errors import (
     AuthenticationFailed,
     ChallengeDecodeError,
-    ConnectionLost,
     Timeout,
-    TokenError,
-    TooManyConnections,
 )
 
 __all__ = [
@@ -159,27 +157,13 @@ def reconnect(
         ConnectionLost: the backoff gave up on an unavailable server.
         TooManyConnections: Gmail refused another connection for the user.
     """
-    retry = backoff.start(where, logger=logger)
+    attempts = Attempts(backoff, where, transient=(Dead, Timeout), logger=logger)
     while True:
         try:
             connect()
             return
-        except TooManyConnections as exc:
+        except BaseException as exc:
             abandon()
-            if not retry.wait(exc, too_many=True):
+            if not isinstance(exc, Exception):
                 raise
-        except TokenError as exc:
-            # A token source down for now is waited out like the server.
-            abandon()
-            if not exc.retryable or not retry.wait(exc):
-                raise
-        except (Dead, Timeout) as exc:
-            abandon()
-            if not retry.wait(exc):
-                raise ConnectionLost(
-                    f"could not reconnect to {where} after {retry.attempts} "
-                    f"attempts: {exc}"
-                ) from exc
-        except BaseException:
-            abandon()
-            raise
+            backoff.sleep(attempts.failed(exc))
