@@ -12,12 +12,15 @@ from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "SESSION_COMMANDS",
+    "AfterLost",
     "Depends",
     "Kind",
     "MailboxState",
+    "after_lost",
     "as_bytes",
     "classify",
     "number",
+    "stores_flags",
     "text",
 ]
 
@@ -118,3 +121,52 @@ def number(data: object) -> int | None:
         return int(data.split()[0])
     except (IndexError, ValueError):
         return None
+
+
+class AfterLost(NamedTuple):
+    """What to do when the connection died during a command (see :func:`after_lost`).
+
+    Attributes:
+        action: ``"raise"`` (reconnect is off), ``"reconnect_then_raise"``
+            (the command may have been carried out: never sent again; the
+            session is replaced so the object stays usable), or ``"retry"``
+            (reconnect, check the mailbox is unchanged, send it once more).
+        unknown: whether the command may have been carried out.
+        forget_mailbox: the mailbox must not be selected again (a CLOSE that
+            may have happened).
+        message: the error's text when the action raises.
+    """
+
+    action: Literal["raise", "reconnect_then_raise", "retry"]
+    unknown: bool
+    forget_mailbox: bool
+    message: str
+
+
+def after_lost(
+    name: str, kind: Kind, *, sent: bool, reconnect: bool, cause: object
+) -> AfterLost:
+    """The one rule, for the sync and the asyncio IMAP4: repeat only what is safe."""
+    once = sent and not kind.repeatable
+    forget = once and name == "CLOSE"
+    if not reconnect:
+        return AfterLost(
+            "raise", once, forget, f"connection lost during {name}: {cause}"
+        )
+    if once:
+        return AfterLost(
+            "reconnect_then_raise",
+            True,
+            forget,
+            f"connection lost after {name} was sent ({cause}); the server may "
+            "or may not have carried it out, so it was not sent again: "
+            "check the mailbox before repeating it",
+        )
+    return AfterLost("retry", False, False, f"{name} failed: {cause}")
+
+
+def stores_flags(name: str, args: tuple[Any, ...]) -> bool:
+    """Whether the command is a STORE (a repeat of which is harmless but unknowable)."""
+    return name == "STORE" or (
+        name == "UID" and bool(args) and text(args[0]).upper() == "STORE"
+    )

@@ -27,8 +27,10 @@ from ._imap_policy import (
     SESSION_COMMANDS,
     Kind,
     MailboxState,
+    after_lost,
     classify,
     number,
+    stores_flags,
     text,
 )
 from ._imap_sasl import authenticate
@@ -534,28 +536,22 @@ class IMAP4(SessionLifecycle, BufferedTransport, GmailCommands, TypedCommands):
                 raise
             sent = self._sends > sends
             self._drop()
-            once = sent and not kind.repeatable
-            if once and name == "CLOSE":
+            plan = after_lost(
+                name, kind, sent=sent, reconnect=self._reconnect_enabled, cause=exc
+            )
+            if plan.forget_mailbox:
                 # The mailbox is left either way (imaplib's close() says AUTH):
                 # never select it again behind the caller's back.
                 restore = self._mailbox = None
-            if not self._reconnect_enabled:
-                raise _lost(
-                    f"connection lost during {name}: {exc}", unknown=once
-                ) from exc
-            if once:
+            if plan.action == "raise":
+                raise _lost(plan.message, unknown=plan.unknown) from exc
+            if plan.action == "reconnect_then_raise":
                 self._replace_after_unknown(name, exc, restore)
-                raise _lost(
-                    f"connection lost after {name} was sent ({exc}); the server may "
-                    "or may not have carried it out, so it was not sent again: "
-                    "check the mailbox before repeating it",
-                    unknown=True,
-                ) from exc
-            self._replace(f"{name} failed: {exc}", restore=restore)
-            stores = name == "STORE" or (
-                name == "UID" and bool(args) and text(args[0]).upper() == "STORE"
+                raise _lost(plan.message, unknown=True) from exc
+            self._replace(plan.message, restore=restore)
+            self._check_unchanged(
+                name, kind, known, sent=sent, stores=stores_flags(name, args)
             )
-            self._check_unchanged(name, kind, known, sent=sent, stores=stores)
         self.is_readonly = readonly
         sends = self._sends
         try:
