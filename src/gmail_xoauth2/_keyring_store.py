@@ -111,9 +111,9 @@ class KeyringTokenStore:
     def save(self, data: Mapping[str, object], *, replacing: str | None) -> bool:
         """Store a compact form of ``data`` if the entry still holds ``replacing``.
 
-        When even the compact form is over :data:`MAX_CHARS`, the access token
-        is left out (each process then refreshes once); the refresh token is
-        always kept.
+        A record over :data:`MAX_CHARS` keeps only the fields a refresh needs;
+        when even those are over it, the access token is left out (each
+        process then refreshes once); the refresh token is always kept.
 
         Returns:
             False when the entry changed since it was loaded (nothing stored).
@@ -128,8 +128,11 @@ class KeyringTokenStore:
             current = None
         if current != replacing:
             return False
-        record = {key: data[key] for key in _KEPT if data.get(key) is not None}
+        record = {key: value for key, value in data.items() if value is not None}
         text = _compact(record)
+        if len(text) > MAX_CHARS:
+            record = {key: record[key] for key in _KEPT if key in record}
+            text = _compact(record)
         if len(text) > MAX_CHARS:
             record.pop("token", None)
             record.pop("expiry", None)
