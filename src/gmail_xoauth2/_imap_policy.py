@@ -12,6 +12,7 @@ from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "SESSION_COMMANDS",
+    "TRACKED",
     "AfterLost",
     "Depends",
     "Kind",
@@ -20,6 +21,7 @@ __all__ = [
     "as_bytes",
     "classify",
     "number",
+    "observed",
     "stores_flags",
     "text",
 ]
@@ -108,6 +110,41 @@ class MailboxState(NamedTuple):
         if None not in (self.uidnext, other.uidnext) and self.uidnext != other.uidnext:
             return f"UIDNEXT {self.uidnext} -> {other.uidnext}"
         return None
+
+
+def observed(
+    state: MailboxState, typ: str, dat: object, *, selecting: bool = False
+) -> MailboxState:
+    """The mailbox state after an untagged ``EXISTS``, ``EXPUNGE``,
+    ``UIDVALIDITY`` or ``UIDNEXT`` (``dat`` as imaplib stores it).
+
+    While a mailbox is being selected, EXISTS is its count; afterwards it is
+    growth: k new messages took the next k UIDs (RFC 3501 2.3.1.1), so the
+    UIDNEXT to expect after a reconnect moves by k. A server that skipped UIDs
+    makes the check fail safe: no repeat, an error.
+    """
+    uidvalidity, known, uidnext = state
+    if typ == "EXISTS":
+        exists = number(dat)
+        if not selecting and uidnext is not None:
+            if exists is None or known is None or exists < known:
+                uidnext = None
+            else:
+                uidnext += exists - known
+        return MailboxState(uidvalidity, exists, uidnext)
+    if typ == "EXPUNGE":
+        if known is None:
+            return state
+        return MailboxState(uidvalidity, known - 1, uidnext)
+    if typ == "UIDVALIDITY":
+        return MailboxState(number(dat), known, uidnext)
+    if typ == "UIDNEXT":
+        return MailboxState(uidvalidity, known, number(dat))
+    return state
+
+
+TRACKED = frozenset({"EXISTS", "EXPUNGE", "UIDVALIDITY", "UIDNEXT"})
+"""The untagged responses :func:`observed` follows."""
 
 
 def number(data: object) -> int | None:

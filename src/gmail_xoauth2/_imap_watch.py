@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ._backoff import Backoff, Sleep
+from ._imap_policy import MailboxState
 from ._redact import get_logger
 from .errors import ConfigurationError, ConnectionLost, ProtocolError
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from ._imap_idle import Idler
     from .imap import IMAP4
 
-__all__ = ["NewMessage", "UIDValidityChanged", "Watcher"]
+__all__ = ["NewMessage", "UIDValidityChanged", "WatchCursor", "Watcher", "uids"]
 
 _log = get_logger("gmail_xoauth2.imap")
 
@@ -59,6 +60,98 @@ class _Stopped(Exception):
     """Internal: stop() was called while a reconnect was backing off."""
 
 
+class WatchCursor:
+    """Where a watch stands, free of I/O: the sync and asyncio watchers drive it.
+
+    It knows the last UID reported and its UIDVALIDITY, turns a ``UID SEARCH``
+    reply into the :class:`NewMessage` items to report (each once, in UID
+    order), and notices a renumbered mailbox. When the mailbox state carries no
+    UIDNEXT, :attr:`needs_highest` asks the driver for the highest UID
+    (``UID SEARCH ALL``) through :meth:`set_highest`.
+    """
+
+    def __init__(
+        self, mailbox: str, since_uid: int | None, uidvalidity: int | None
+    ) -> None:
+        if since_uid is not None and since_uid < 0:
+            raise ConfigurationError("since_uid must be a UID (>= 0) or None")
+        self.mailbox = mailbox
+        self.last = since_uid
+        self.validity = uidvalidity
+        self.pending: deque[Event] = deque()
+        self.needs_highest = False
+        # Looked again once after a search that found nothing new although
+        # the mailbox grew meanwhile; a second time, wait instead.
+        self._relooked = False
+
+    def begin(self, box: MailboxState) -> None:
+        """The mailbox is selected: note where "new" begins (unless resuming)."""
+        if self.last is None:
+            # From now on: what is in the mailbox already is not news.
+            self.validity = box.uidvalidity
+            self._from_next(box)
+
+    def _from_next(self, box: MailboxState) -> None:
+        if box.uidnext:
+            self.last = box.uidnext - 1
+        else:
+            self.needs_highest = True
+
+    def set_highest(self, uid: int) -> None:
+        """The highest UID in the mailbox, as asked by :attr:`needs_highest`."""
+        self.last = uid
+        self.needs_highest = False
+
+    def renumbered(self, box: MailboxState) -> bool:
+        """Queue a UIDValidityChanged if the mailbox was renumbered."""
+        now = box.uidvalidity
+        if now is None or now == self.validity:
+            return False
+        old, self.validity = self.validity, now
+        self._from_next(box)
+        _log.warning(
+            "UIDVALIDITY of %s changed (%s -> %s): UIDs start afresh",
+            self.mailbox,
+            old,
+            now,
+        )
+        self.pending.append(UIDValidityChanged(self.mailbox, old, now))
+        return True
+
+    def query(self) -> str:
+        """The ``UID SEARCH`` criteria for what is new.
+
+        "UID n:*" always matches the highest UID, even when it is below n
+        (RFC 3501 section 6.4.8): :meth:`found` keeps only the UIDs above.
+        """
+        return f"UID {(self.last or 0) + 1}:*"
+
+    def found(
+        self, data: list[object], exists_before: int | None, exists_now: int | None
+    ) -> bool:
+        """Queue the new UIDs of a SEARCH reply; True if any, or if it is worth
+        looking again at once (the mailbox grew while searching)."""
+        last = self.last or 0
+        fresh = sorted(uid for uid in uids(data) if uid > last)
+        if not fresh:
+            # A server may announce mail after the SEARCH results, in the same
+            # reply (Dovecot does): IDLE would not say it again, so look again
+            # - once: a server that announces growth on every search without
+            # new UIDs must not keep the watch searching in a loop.
+            grew = (
+                exists_before is not None
+                and exists_now is not None
+                and exists_now > exists_before
+            )
+            self._relooked = grew and not self._relooked
+            return self._relooked
+        self._relooked = False
+        validity = self.validity or 0
+        self.pending.extend(NewMessage(uid, validity) for uid in fresh)
+        self.last = fresh[-1]
+        return True
+
+
 class Watcher:
     """An iterator over new mail; get one from :meth:`IMAP4.watch`.
 
@@ -83,26 +176,19 @@ class Watcher:
         poll: float = 60.0,
         stop: threading.Event | None = None,
     ) -> None:
-        if since_uid is not None and since_uid < 0:
-            raise ConfigurationError("since_uid must be a UID (>= 0) or None")
+        self._cursor = WatchCursor(mailbox, since_uid, uidvalidity)
         if not poll > 0:
             raise ConfigurationError("poll must be a positive number of seconds")
         self._imap = imap
         self._mailbox = mailbox
-        self._last = since_uid
-        self._validity = uidvalidity
         self._poll = poll
         self._stop = stop or threading.Event()
         policy = backoff or Backoff.forever()
         # Waits between reconnect attempts end early when stop() is called.
         self._backoff = dataclasses.replace(policy, sleep=self._sleep(policy))
         self._saved_backoff: Backoff | None = None
-        self._pending: deque[Event] = deque()
         self._idler: Idler | None = None
         self._done = False
-        # Looked again once after a search that found nothing new although
-        # the mailbox grew meanwhile; a second time, wait instead.
-        self._relooked = False
         try:
             self._start()
         except BaseException:
@@ -115,12 +201,12 @@ class Watcher:
     def last_uid(self) -> int | None:
         """The highest UID reported (or skipped as already there); save it to
         resume with ``watch(since_uid=..., uidvalidity=...)`` after a restart."""
-        return self._last
+        return self._cursor.last
 
     @property
     def uidvalidity(self) -> int | None:
         """The UIDVALIDITY that :attr:`last_uid` belongs to."""
-        return self._validity
+        return self._cursor.validity
 
     def stop(self) -> None:
         """End the iteration soon, from any thread (also wakes an IDLE wait)."""
@@ -164,8 +250,8 @@ class Watcher:
         if self._done:
             raise StopIteration
         while True:
-            if self._pending:
-                return self._pending.popleft()
+            if self._cursor.pending:
+                return self._cursor.pending.popleft()
             if self._stop.is_set():
                 raise StopIteration
             if self._check_validity():
@@ -180,16 +266,14 @@ class Watcher:
         typ, data = imap.select(self._mailbox)
         if typ != "OK":
             raise ProtocolError(f"cannot watch {self._mailbox}: {data[-1]!r}")
-        box = imap._box
-        if self._last is None:
-            # From now on: what is in the mailbox already is not news.
-            self._validity = box.uidvalidity
-            self._last = box.uidnext - 1 if box.uidnext else self._highest()
+        self._cursor.begin(imap._box)
+        if self._cursor.needs_highest:
+            self._cursor.set_highest(self._highest())
         _log.debug(
             "watching %s from UID %s (UIDVALIDITY %s)",
             self._mailbox,
-            self._last,
-            self._validity,
+            self._cursor.last,
+            self._cursor.validity,
         )
 
     def _finish(self) -> None:
@@ -201,59 +285,32 @@ class Watcher:
 
     def _check_validity(self) -> bool:
         """Queue a UIDValidityChanged if the mailbox was renumbered."""
-        box = self._imap._box
-        now = box.uidvalidity
-        if now is None or now == self._validity:
+        if not self._cursor.renumbered(self._imap._box):
             return False
-        old, self._validity = self._validity, now
-        self._last = (box.uidnext - 1) if box.uidnext else self._highest()
-        _log.warning(
-            "UIDVALIDITY of %s changed (%s -> %s): UIDs start afresh",
-            self._mailbox,
-            old,
-            now,
-        )
-        self._pending.append(UIDValidityChanged(self._mailbox, old, now))
+        if self._cursor.needs_highest:
+            self._cursor.set_highest(self._highest())
         return True
 
     def _highest(self) -> int:
         typ, data = self._imap.uid("SEARCH", "ALL")
-        uids = _uids(data) if typ == "OK" else []
-        return max(uids, default=0)
+        return max(uids(data) if typ == "OK" else [], default=0)
 
     def _search(self) -> bool:
         """Queue the messages above the last UID reported; True if any, or if
         the mailbox grew meanwhile (then it is worth looking again)."""
         imap = self._imap
-        last = self._last or 0
         exists = imap._box.exists
         try:
-            # "UID n:*" always matches the highest UID, even when it is below
-            # n (RFC 3501 section 6.4.8): keep only the UIDs above the last.
-            typ, data = imap.uid("SEARCH", f"UID {last + 1}:*")
+            typ, data = imap.uid("SEARCH", self._cursor.query())
         except ConnectionLost:
             if self._stop.is_set():
                 raise StopIteration from None
-            if self._imap._box.uidvalidity not in (None, self._validity):
+            if self._imap._box.uidvalidity not in (None, self._cursor.validity):
                 return self._check_validity()
             raise
         if typ != "OK":
             raise ProtocolError(f"UID SEARCH failed in {self._mailbox}: {data!r}")
-        fresh = sorted(uid for uid in _uids(data) if uid > last)
-        if not fresh:
-            # A server may announce mail after the SEARCH results, in the same
-            # reply (Dovecot does): IDLE would not say it again, so look again
-            # - once: a server that announces growth on every search without
-            # new UIDs must not keep the watch searching in a loop.
-            now = imap._box.exists
-            grew = exists is not None and now is not None and now > exists
-            self._relooked = grew and not self._relooked
-            return self._relooked
-        self._relooked = False
-        validity = self._validity or 0
-        self._pending.extend(NewMessage(uid, validity) for uid in fresh)
-        self._last = fresh[-1]
-        return True
+        return self._cursor.found(data, exists, imap._box.exists)
 
     def _wait(self) -> None:
         """Wait for the mailbox to change (or stop): IDLE, else NOOP polling."""
@@ -294,14 +351,15 @@ class Watcher:
         return sleep
 
 
-def _uids(data: list[object]) -> list[int]:
-    uids: list[int] = []
+def uids(data: list[object]) -> list[int]:
+    """The UIDs of a ``UID SEARCH`` reply (imaplib's data)."""
+    found: list[int] = []
     for item in data:
         if isinstance(item, bytes):
             for word in item.split():
                 with contextlib.suppress(ValueError):
-                    uids.append(int(word))
-    return uids
+                    found.append(int(word))
+    return found
 
 
 _REAL_SLEEP = Backoff().sleep

@@ -25,11 +25,12 @@ from ._imap_gmail import GmailCommands
 from ._imap_idle import Idler
 from ._imap_policy import (
     SESSION_COMMANDS,
+    TRACKED,
     Kind,
     MailboxState,
     after_lost,
     classify,
-    number,
+    observed,
     stores_flags,
     text,
 )
@@ -83,7 +84,7 @@ _SIMPLE_COMMAND = _stdlib("_simple_command")
 _NEW_TAG = _stdlib("_new_tag")
 _STD_LOG = _stdlib("_log") if __debug__ else None
 # The untagged responses that change what we know of the selected mailbox.
-_TRACKED = frozenset({"EXISTS", "EXPUNGE", "UIDVALIDITY", "UIDNEXT"})
+_TRACKED = TRACKED
 # imaplib's aborts for a reply it cannot parse (not for a lost connection).
 _MALFORMED = ("unexpected", "socket error: unterminated")
 
@@ -457,27 +458,12 @@ class IMAP4(SessionLifecycle, BufferedTransport, GmailCommands, TypedCommands):
         dat, self._exists_seen = self._exists_seen, None
         if dat is None:
             return
-        uidvalidity, known, uidnext = self._box_state
-        exists = number(dat)
-        if not self._selecting and uidnext is not None:
-            # k new messages took the next k UIDs (RFC 3501 2.3.1.1), so the
-            # UIDNEXT to expect after a reconnect moves by k. A server that
-            # skipped UIDs makes the check fail safe: no repeat, an error.
-            if exists is None or known is None or exists < known:
-                uidnext = None
-            else:
-                uidnext += exists - known
-        self._box_state = MailboxState(uidvalidity, exists, uidnext)
+        self._box_state = observed(
+            self._box_state, "EXISTS", dat, selecting=self._selecting
+        )
 
     def _track(self, typ: str, dat: Any) -> None:
-        uidvalidity, known, uidnext = self._box
-        if typ == "EXPUNGE":
-            if known is not None:
-                self._box = MailboxState(uidvalidity, known - 1, uidnext)
-        elif typ == "UIDVALIDITY":
-            self._box = MailboxState(number(dat), known, uidnext)
-        else:  # UIDNEXT
-            self._box = MailboxState(uidvalidity, known, number(dat))
+        self._box = observed(self._box, typ, dat)
 
     if __debug__:
 
