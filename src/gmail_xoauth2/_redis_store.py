@@ -147,10 +147,11 @@ class RedisTokenStore:
 
     def for_account(self, account: str) -> RedisTokenStore:
         """The store of another account, sharing this one's client and settings."""
-        other = object.__new__(RedisTokenStore)
-        other.__dict__.update(self.__dict__)
         if not account or not account.isprintable():
             raise ConfigurationError("account must be the account's address")
+        # type(self): a subclass's store of another account is of the subclass.
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
         other.account = account
         return other
 
@@ -256,8 +257,16 @@ class RedisTokenStore:
 
     @contextlib.contextmanager
     def _reaching(self, doing: str) -> Iterator[None]:
+        doing = f"{doing} of {self.account}"
         try:
             yield
+        except redis.exceptions.AuthenticationError as exc:
+            # A ConnectionError to redis-py, but waiting will not fix a password.
+            raise TokenError(
+                f"Redis ({self._where}) refused {doing}: authentication failed "
+                f"({type(exc).__name__}); check the user and password in the URL",
+                retryable=False,
+            ) from exc
         except _ERRORS as exc:
             raise TokenError(
                 f"Redis ({self._where}) could not be reached while {doing} "
