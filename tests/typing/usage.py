@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import poplib
 import smtplib
+import threading
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from email.message import EmailMessage
 
@@ -21,14 +24,20 @@ from gmail_xoauth2 import (
     DeliveryUnknown,
     ErrorChallenge,
     GoogleTokenProvider,
+    KeyringTokenStore,
+    RedisTokenStore,
     StaticTokenProvider,
+    TokenDirectory,
     TokenFile,
     TokenProvider,
     TokenRevokedError,
     TokenSource,
+    TokenStore,
+    TokenStores,
     authorize,
     decode_error_challenge,
     oauthbearer_response,
+    open_store,
     xoauth2_response,
     xoauth2_string,
 )
@@ -83,6 +92,63 @@ def public_types(path: str) -> None:
     print(google.token(), IMAP_ADMIN_SCOPE)
     with IMAP4("a@example.com", tokens, clock=clock) as imap:
         imaplib_forms(imap)
+
+
+class DictStore:
+    """A user's own store: the protocol needs no base class."""
+
+    def __init__(self) -> None:
+        self.record: dict[str, object] | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> dict[str, object] | None:
+        return self.record
+
+    def save(self, data: Mapping[str, object], *, replacing: str | None) -> bool:
+        current = self.record.get("token") if self.record else None
+        if (current or None) != replacing:
+            return False
+        self.record = dict(data)
+        return True
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+
+def stores(path: str) -> list[GoogleTokenProvider]:
+    own: TokenStore = DictStore()
+    users: TokenStores = TokenDirectory(path)
+    one: TokenStore = users.for_account("a@example.com")
+    fleet = RedisTokenStore(
+        "redis://127.0.0.1:6379/0",
+        account="a@example.com",
+        encryption_key=["new-key", b"old-key"],
+        lock_ttl=30.0,
+        lock_wait=45.0,
+    )
+    desk = KeyringTokenStore(account="a@example.com", lock_dir=path)
+    keys: tuple[str, str] = (fleet.key, fleet.lock_key)
+    fleet.delete()
+    desk.delete()
+    with one.locked():
+        record: dict[str, object] | None = one.load()
+        written: bool = one.save(record or {}, replacing=None)
+    print(keys, written, desk.service, desk.account, desk.lock_path)
+    by_url: TokenStore = open_store("keyring:myapp", account="a@example.com")
+    return [
+        GoogleTokenProvider.for_user(own, "a@example.com"),
+        GoogleTokenProvider.for_user(users, "a@example.com", client="client.json"),
+        GoogleTokenProvider.for_user(
+            fleet.for_account("b@example.com"), "b@example.com"
+        ),
+        GoogleTokenProvider.for_user(
+            desk, "a@example.com", refresh_margin=timedelta(0)
+        ),
+        GoogleTokenProvider.for_user(by_url, "a@example.com"),
+        authorize("client.json", one, open_browser=False),
+    ]
 
 
 def protocols(tokens: TokenProvider) -> None:
