@@ -3,6 +3,9 @@
 ``token`` runs on every mail sync, so this module imports only light modules at the
 top; google-auth, requests, ssl and the protocol modules are imported inside the
 subcommands that need them. A still-valid cached token is printed without them.
+The tokens live in a token file (``--token-file``) or in any store a URL names
+(``--store``: Redis for a fleet of hosts, the OS keychain, a directory); the
+store modules, and redis with them, are imported only for ``--store``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
     from ._backoff import Backoff
     from .auth import GoogleTokenProvider
+    from .stores import TokenStore
 
 __all__ = ["main"]
 
@@ -128,12 +132,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def token_file(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument(
             "--token-file",
-            required=True,
             metavar="FILE",
             help="the token file written by `authorize` (mode 0600)",
         )
+        where.add_argument("--store", metavar="URL", help=_STORE_HELP)
 
     p = sub.add_parser(
         "authorize",
@@ -149,7 +154,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "(a Desktop app client)",
     )
     token_file(p)
-    p.add_argument("--user", metavar="EMAIL", help="pre-select this account")
+    p.add_argument(
+        "--user",
+        metavar="EMAIL",
+        help="pre-select this account; with --store, the account whose token is saved",
+    )
     p.add_argument(
         "--no-browser",
         action="store_true",
@@ -177,6 +186,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="get a new access token from Google even if the file's is still "
         "valid (for a token a server rejected although it had not expired)",
     )
+    _store_user_option(p)
     p.set_defaults(handler=_cmd_token)
 
     p = sub.add_parser(
@@ -225,9 +235,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "revoke",
         help="revoke the token at Google and delete the token file",
-        description="Revoke the refresh token at Google, then delete the token file.",
+        description="Revoke the refresh token at Google, then delete the token file "
+        "(or the store's record).",
     )
     token_file(p)
+    _store_user_option(p)
     p.set_defaults(handler=_cmd_revoke)
 
     p = sub.add_parser(
@@ -284,6 +296,25 @@ def _fake_gmail_controls(parent: argparse.ArgumentParser) -> None:
     p = control("deliver", "deliver a message (RFC 5322 file, - for stdin)")
     p.add_argument("--mailbox", default="INBOX", help="where to (default: INBOX)")
     p.add_argument("file", metavar="FILE")
+
+
+_STORE_HELP = (
+    "where the tokens live, instead of a token file; every host using it shares "
+    "one refresh: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) "
+    "or unix:///PATH/redis.sock (Redis); keyring: or keyring:SERVICE (the OS "
+    "keychain); DIR/ (a token file per account); file:PATH or PATH (one token "
+    "file). All but a single file keep many accounts: name one with --user. "
+    "Redis records are encrypted with the Fernet key in the environment variable "
+    "GMAIL_XOAUTH2_STORE_KEY when it is set (never a command-line option)"
+)
+
+
+def _store_user_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--user",
+        metavar="EMAIL",
+        help="with --store: the account (needed for every store but a single file)",
+    )
 
 
 def _mechanism_option(p: argparse.ArgumentParser) -> None:
@@ -368,12 +399,32 @@ def _provider(token_file: str) -> GoogleTokenProvider:
     )
 
 
+def _token(args: argparse.Namespace, *, force_refresh: bool = False) -> str:
+    """A token from ``--token-file`` or ``--store``: the cached one while valid."""
+    if args.store is None:
+        if force_refresh:
+            return _provider(args.token_file).token(force_refresh=True)
+        return access_token(args.token_file)
+    store = _open_store(args)
+    if not force_refresh:
+        # Read without google-auth: hosts sharing the store mostly find a
+        # token another one refreshed.
+        token = _valid_token(store.load(), args.user)
+        if token is not None:
+            return token
+    return _store_provider(store, args.user).token(force_refresh=force_refresh)
+
+
+def _args_provider(args: argparse.Namespace) -> GoogleTokenProvider:
+    if args.store is None:
+        return _provider(args.token_file)
+    return _store_provider(_open_store(args), args.user)
+
+
 def _cmd_token(args: argparse.Namespace) -> int:
-    if args.force_refresh:
-        # The token in the file was rejected: replace it, even if it looks valid.
-        token = _provider(args.token_file).token(force_refresh=True)
-    else:
-        token = access_token(args.token_file)
+    # --force-refresh: the stored token was rejected: replace it, even if it
+    # looks valid.
+    token = _token(args, force_refresh=args.force_refresh)
     sys.stdout.write(token + "\n")
     sys.stdout.flush()
     return EXIT_OK
@@ -382,11 +433,100 @@ def _cmd_token(args: argparse.Namespace) -> int:
 def _cmd_string(args: argparse.Namespace) -> int:
     from .sasl import oauthbearer_string, xoauth2_string
 
-    token = access_token(args.token_file)
+    token = _token(args)
     build = xoauth2_string if args.mechanism == "XOAUTH2" else oauthbearer_string
     sys.stdout.write(build(args.user, token) + "\n")
     sys.stdout.flush()
     return EXIT_OK
+
+
+# --- --store URL --------------------------------------------------------------------
+
+
+def _many_accounts(url: str) -> str | None:
+    """What keeps many accounts at ``url`` (as :func:`~.stores.open_store` reads it)."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in ("redis", "rediss", "unix"):
+        return "a Redis store"
+    if url.startswith("keyring:"):
+        return "the OS keychain"
+    if url.removeprefix("file:").endswith(("/", os.sep)):
+        return "a token directory"
+    return None
+
+
+def _open_store(args: argparse.Namespace) -> TokenStore:
+    """The store ``--store`` names, for ``--user``.
+
+    Raises:
+        _Failure: the store keeps many accounts and ``--user`` is missing.
+        ConfigurationError: the URL is unusable, or its extra is not installed.
+    """
+    from .stores import open_store
+
+    kind = _many_accounts(args.store)
+    if kind is not None and not args.user:
+        raise _Failure(
+            f"{kind} keeps the tokens of many accounts: name one with --user EMAIL",
+            EXIT_USAGE,
+        )
+    return open_store(args.store, account=args.user)
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as the command may print it: a password becomes ``***``.
+
+    Redis URLs carry one after the user name or as ``?password=``.
+    """
+    import urllib.parse
+
+    if "://" not in url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is not None:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        name = userinfo.partition(":")[0]
+        parts = parts._replace(netloc=f"{name}:***@{host}")
+    if parts.query:
+        pairs = [
+            (name, "***" if name.lower() == "password" else value)
+            for name, value in urllib.parse.parse_qsl(
+                parts.query, keep_blank_values=True
+            )
+        ]
+        parts = parts._replace(query=urllib.parse.urlencode(pairs, safe="*"))
+    # Not geturl(): it drops the empty host of unix:///path.
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}"
+
+
+def _valid_token(data: dict[str, object] | None, user: str | None) -> str | None:
+    """The record's access token if it stays valid for :data:`TOKEN_MARGIN`."""
+    from ._store import parse_expiry, token_of
+
+    if data is None:
+        return None
+    stored_for = data.get("account")
+    if user and isinstance(stored_for, str) and stored_for and stored_for != user:
+        return None  # someone else's: the provider says so
+    token = token_of(data)
+    expiry = parse_expiry(data.get("expiry"))
+    if token is None or expiry is None:
+        return None
+    return token if expiry > datetime.now(UTC) + TOKEN_MARGIN else None
+
+
+def _store_provider(store: TokenStore, user: str | None) -> GoogleTokenProvider:
+    from ._store import TokenFile
+    from .auth import GoogleTokenProvider
+
+    if user:
+        return GoogleTokenProvider.for_user(
+            store, user, refresh_margin=TOKEN_MARGIN, backoff=_token_backoff()
+        )
+    # Without --user, only a single file opens (_open_store).
+    assert isinstance(store, TokenFile)
+    return _provider(store.path)
 
 
 # --- authorize and revoke ----------------------------------------------------------
@@ -395,6 +535,7 @@ def _cmd_string(args: argparse.Namespace) -> int:
 def _cmd_authorize(args: argparse.Namespace) -> int:
     from .auth import authorize
 
+    store = _open_store(args) if args.store is not None else None
     secrets = os.path.expanduser(args.client_secrets)
     if not os.path.isfile(secrets):
         raise _Failure(
@@ -403,6 +544,8 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
             "(Google Auth Platform > Clients)",
             EXIT_USAGE,
         )
+    if store is not None:
+        return _authorize_store(args, store, secrets)
     token_file = os.path.expanduser(args.token_file)
     authorize(
         secrets,
@@ -418,6 +561,35 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _authorize_store(args: argparse.Namespace, store: TokenStore, secrets: str) -> int:
+    from ._store import TokenFile
+    from .auth import authorize
+    from .stores import describe_store
+
+    if not isinstance(store, TokenFile):
+        # Reach the store before anyone is sent to the consent page: a grant
+        # that cannot be saved is lost.
+        store.load()
+    authorize(
+        secrets,
+        store,
+        login_hint=args.user,
+        open_browser=not args.no_browser,
+        port=args.port,
+    )
+    if isinstance(store, TokenFile):
+        print(
+            f"Saved {store.path} (mode 0600). Try: gmail-xoauth2 token --token-file "
+            f"{store.path}"
+        )
+    else:
+        print(
+            f"Saved the token of {args.user} in {describe_store(store)}. Try: "
+            f"gmail-xoauth2 token --store {_shown_url(args.store)} --user {args.user}"
+        )
+    return EXIT_OK
+
+
 def revoke_uri_for(token_uri: object) -> str:
     """Google's revocation endpoint beside the token file's ``token_uri``."""
     if isinstance(token_uri, str) and token_uri.endswith("/token"):
@@ -426,31 +598,13 @@ def revoke_uri_for(token_uri: object) -> str:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    import requests
-
-    from ._oauth import check_token_uri
     from ._store import TokenFile
 
-    store = TokenFile(args.token_file)
+    store = TokenFile(args.token_file) if args.store is None else _open_store(args)
+    if not isinstance(store, TokenFile):
+        return _revoke_in_store(store)
     data = store.read()
-    token = data.get("refresh_token") or data.get("token")
-    if isinstance(token, str) and token:
-        uri = revoke_uri_for(data.get("token_uri"))
-        # As for refreshes: the refresh token never crosses the network in clear.
-        check_token_uri(uri, f"token file {store.path}")
-        try:
-            response = requests.post(uri, data={"token": token}, timeout=30)
-        except requests.RequestException as exc:
-            raise _Failure(
-                f"could not reach {uri} ({type(exc).__name__}); the token file was "
-                "kept: check your network connection and run `revoke` again"
-            ) from exc
-        # 400 invalid_token: already revoked or expired, which is what we want.
-        if response.status_code not in (200, 400):
-            raise _Failure(
-                f"Google answered HTTP {response.status_code} to the revocation; the "
-                "token file was kept: try again later"
-            )
+    _revoke_at_google(data, f"token file {store.path}", "the token file was kept")
     for path in (store.path, store.lock_path):
         try:
             os.unlink(path)
@@ -458,6 +612,54 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
             pass
     print(f"Revoked the token and deleted {store.path}.")
     return EXIT_OK
+
+
+def _revoke_in_store(store: TokenStore) -> int:
+    from .stores import describe_store
+
+    where = describe_store(store)
+    delete: Callable[[], object] | None = getattr(store, "delete", None)
+    if delete is None:
+        raise _Failure(f"{where} cannot delete a record", EXIT_USAGE)
+    data = store.load()
+    if data is None:
+        raise ConfigurationError(f"{where} holds no token: nothing to revoke")
+    _revoke_at_google(data, where, f"the token was kept in {where}")
+    delete()
+    print(f"Revoked the token and deleted it from {where}.")
+    return EXIT_OK
+
+
+def _revoke_at_google(data: dict[str, object], where: str, kept: str) -> None:
+    """Revoke the record's refresh token (or access token) at Google.
+
+    Raises:
+        _Failure: Google could not be reached or refused; ``kept`` says what
+            was left in place.
+    """
+    import requests
+
+    from ._oauth import check_token_uri
+
+    token = data.get("refresh_token") or data.get("token")
+    if not isinstance(token, str) or not token:
+        return
+    uri = revoke_uri_for(data.get("token_uri"))
+    # As for refreshes: the refresh token never crosses the network in clear.
+    check_token_uri(uri, where)
+    try:
+        response = requests.post(uri, data={"token": token}, timeout=30)
+    except requests.RequestException as exc:
+        raise _Failure(
+            f"could not reach {uri} ({type(exc).__name__}); {kept}: check your "
+            "network connection and run `revoke` again"
+        ) from exc
+    # 400 invalid_token: already revoked or expired, which is what we want.
+    if response.status_code not in (200, 400):
+        raise _Failure(
+            f"Google answered HTTP {response.status_code} to the revocation; {kept}: "
+            "try again later"
+        )
 
 
 # --- check ----------------------------------------------------------------------------
@@ -469,7 +671,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     protocols = [p for p in _PROTOCOLS if getattr(args, p)] or list(_PROTOCOLS)
     if args.cafile and not os.path.isfile(os.path.expanduser(args.cafile)):
         raise _Failure(f"CA file {args.cafile} does not exist", EXIT_USAGE)
-    provider = _provider(args.token_file)
+    provider = _args_provider(args)
     provider.token()  # a refresh problem is one error, not three
     failed = False
     for protocol in protocols:
