@@ -24,6 +24,7 @@ __all__ = [
     "observed",
     "stores_flags",
     "text",
+    "unchanged_error",
 ]
 
 Depends = Literal["none", "sequence", "uid"]
@@ -200,6 +201,41 @@ def after_lost(
             "check the mailbox before repeating it",
         )
     return AfterLost("retry", False, False, f"{name} failed: {cause}")
+
+
+def unchanged_error(
+    name: str,
+    mailbox: str,
+    known: MailboxState,
+    now: MailboxState,
+    kind: Kind,
+    *,
+    sent: bool,
+    stores: bool,
+) -> tuple[str, bool] | None:
+    """After a reconnect: why ``name`` must not run on the mailbox as it is now.
+
+    Returns None when the mailbox is the one the command's message numbers or
+    UIDs were meant for; else the error's message and whether the command may
+    have been carried out already (a STORE cut off after it was sent).
+    """
+    changed = known.differs(now, kind.depends)
+    if changed is None:
+        return None
+    unknown = sent and stores
+    if unknown:
+        what = (
+            f"{name} had been sent and may or may not have been carried "
+            "out; it was not sent again"
+        )
+    else:
+        what = f"{name} was not sent{' again' if sent else ''}"
+    return (
+        f"reconnected, but mailbox {mailbox} changed meanwhile ({changed}); "
+        f"{what} because its message numbers may now point at other messages: "
+        "search again",
+        unknown,
+    )
 
 
 def stores_flags(name: str, args: tuple[Any, ...]) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._backoff import Backoff
-from ._imap_policy import Kind, MailboxState
+from ._imap_policy import Kind, MailboxState, unchanged_error
 from ._reconnect import Attempts
 from ._redact import get_logger
 from ._session import SessionDeadline
@@ -170,23 +170,12 @@ class SessionLifecycle:
     ) -> None:
         if self._mailbox is None:
             return
-        changed = known.differs(self._box, kind.depends)
-        if changed is not None:
-            # A STORE cut off after it was sent may have been carried out.
-            unknown = sent and stores
-            if unknown:
-                what = (
-                    f"{name} had been sent and may or may not have been carried "
-                    "out; it was not sent again"
-                )
-            else:
-                what = f"{name} was not sent{' again' if sent else ''}"
-            raise self._lost(
-                f"reconnected, but mailbox {self._mailbox[0]} changed meanwhile "
-                f"({changed}); {what} because its message numbers may now point "
-                "at other messages: search again",
-                unknown=unknown,
-            )
+        problem = unchanged_error(
+            name, self._mailbox[0], known, self._box, kind, sent=sent, stores=stores
+        )
+        if problem is not None:
+            message, unknown = problem
+            raise self._lost(message, unknown=unknown)
 
     def _replace_after_unknown(
         self, name: str, exc: BaseException, restore: tuple[str, bool] | None

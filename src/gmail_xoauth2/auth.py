@@ -487,7 +487,10 @@ class GoogleTokenProvider:
             self._adopt_refresh_token(data)
             replacing = token_of(data)
             token = self._refresh_remote()
-            data.update(json.loads(self._credentials.to_json()))
+            # google-auth writes empty fields ("account": ""): they must not
+            # blank what the record says.
+            fresh = json.loads(self._credentials.to_json())
+            data.update({k: v for k, v in fresh.items() if v not in ("", None)})
             if self._expiry is not None:
                 data["expiry"] = format_expiry(self._expiry)
             # Not written if the record changed meanwhile (this holder's lock

@@ -171,7 +171,9 @@ def open_store(url: str, *, account: str | None = None) -> TokenStore:
         return KeyringTokenStore(
             service=service, account=_needed(account, "a keyring store")
         )
-    if scheme:
+    if scheme == "file":
+        url = "file:" + urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    elif scheme:
         raise ConfigurationError(
             f"unknown store URL scheme {scheme!r}; use redis://, rediss://, "
             "unix://, keyring: or a file path"
