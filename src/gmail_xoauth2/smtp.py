@@ -13,31 +13,28 @@ from typing import Any
 
 from ._backoff import Backoff
 from ._constants import GMAIL_SMTP_HOST
-from ._limits import DEFAULT_LIMITS, SASL_ROUNDS, Limits
-from ._mailconn import (
-    ABORT,
-    MECHANISMS,
-    Dead,
-    decode_challenge,
-    initial_response,
-    login,
-    peer_closed,
-    reconnect,
-    too_many_message,
-)
-from ._redact import get_logger, scrub, scrub_exception
-from ._rejection import one_line, rejection_message
+from ._limits import DEFAULT_LIMITS, Limits
+from ._mailconn import Dead, login, peer_closed, reconnect
+from ._redact import get_logger, scrub_exception
 from ._session import SessionDeadline
 from ._smtp_errors import (
-    SMTPAuthenticationFailed,
     SMTPConnectionLost,
-    SMTPDeliveryUnknown,
     SMTPInsecureConnection,
-    SMTPProtocolError,
     SMTPTimeout,
-    SMTPTooManyConnections,
+)
+from ._smtp_policy import (
+    after_lost,
+    bad_certificate,
+    ends_session,
+    no_starttls,
+    not_sent,
+    quote,
+    refusal,
+    starttls_refused,
+    timed_out,
 )
 from ._smtp_reply import BoundedReplies, SMTPReplyMeter
+from ._smtp_sasl import SaslExchange, check_mechanism
 from ._tokens import Clock, TokenSource, as_token_provider
 from .errors import (
     ConfigurationError,
@@ -45,7 +42,6 @@ from .errors import (
     Error,
     LimitExceeded,
     ProtocolError,
-    Timeout,
     recast,
 )
 
@@ -54,10 +50,7 @@ __all__ = ["SMTP"]
 _log = get_logger(__name__)
 
 _SUBMISSION_PORT = 587
-_TOO_MANY = "too many simultaneous connections"
 _FINAL_DOT = b"\r\n.\r\n"
-# The most of a server's text an exception or a log line quotes.
-_QUOTED = 1000
 
 _Reply = tuple[int, bytes]
 _SendErrs = dict[str, tuple[int, bytes]]
@@ -149,11 +142,7 @@ class SMTP(BoundedReplies):
         local_hostname: str | None = None,
         limits: Limits | None = None,
     ) -> None:
-        mechanism = mechanism.upper()
-        if mechanism not in MECHANISMS:
-            raise ConfigurationError(
-                f"mechanism must be 'XOAUTH2' or 'OAUTHBEARER', not {mechanism!r}"
-            )
+        mechanism = check_mechanism(mechanism)
         if limits is not None and not isinstance(limits, Limits):
             raise ConfigurationError(
                 f"limits must be a gmail_xoauth2.Limits, not {type(limits).__name__}"
@@ -170,9 +159,9 @@ class SMTP(BoundedReplies):
         self._reconnect = reconnect
         self._deadline = SessionDeadline(clock=clock)
         self._backoff = backoff or Backoff()
-        self._meter = SMTPReplyMeter(
-            limits or DEFAULT_LIMITS, where=f"the SMTP server {host}:{port}"
-        )
+        self._server = f"{host}:{port}"
+        self._where = f"the SMTP server {self._server}"
+        self._meter = SMTPReplyMeter(limits or DEFAULT_LIMITS, where=self._where)
         self._secrets: list[str] = []
         self._in_data = False
         self._dot_sent = False
@@ -209,23 +198,19 @@ class SMTP(BoundedReplies):
             code, message = self.connect(self._host, self._port)
         if code != 220:
             self.close()
-            self._raise_refusal(code, message, "the greeting")
+            raise refusal(code, message, "the greeting")
         self._ehlo()
         if not self._starttls:
             return
         if not self.has_extn("starttls"):
             self.close()
-            raise SMTPInsecureConnection(
-                f"the SMTP server {self._host}:{self._port} does not offer STARTTLS, "
-                "so the connection cannot be encrypted; no token was sent. Use the "
-                "implicit-TLS port (465)."
-            )
+            raise no_starttls(self._where)
         self._start_tls()
         self._ehlo()
 
     def _start_tls(self) -> None:
         """STARTTLS and the TLS handshake (RFC 3207); any oddity is insecure."""
-        where = f"the SMTP server {self._host}:{self._port}"
+        where = self._where
         try:
             with self._wire("STARTTLS"):
                 code, message = self.docmd("STARTTLS")
@@ -238,9 +223,7 @@ class SMTP(BoundedReplies):
             ) from exc
         if code != 220:
             self.close()
-            raise SMTPInsecureConnection(
-                f"{where} refused STARTTLS ({code} {_text(message)}); no token was sent"
-            )
+            raise starttls_refused(where, code, message)
         if self._unread():
             # Bytes sent before the handshake would be read as if they came
             # over TLS (the STARTTLS injection of CVE-2011-0411).
@@ -274,18 +257,12 @@ class SMTP(BoundedReplies):
             code, message = self.ehlo()
         if code != 250:
             self.close()
-            self._raise_refusal(code, message, "EHLO")
+            raise refusal(code, message, "EHLO")
 
     def _forget_session(self) -> None:
         self.helo_resp = self.ehlo_resp = None
         self.esmtp_features = {}
         self.does_esmtp = False
-
-    def _raise_refusal(self, code: int, message: bytes, doing: str) -> None:
-        text = _text(message)
-        if _TOO_MANY in text.lower():
-            raise SMTPTooManyConnections(too_many_message("SMTP", text))
-        raise Dead(f"the server answered {doing} with {code} {text}")
 
     def _connect(self) -> None:
         """Open a connection and log in, refreshing the token once if rejected."""
@@ -295,64 +272,27 @@ class SMTP(BoundedReplies):
             authenticate=self._authenticate,
             peer_closed=self._peer_closed,
             abandon=self.close,
-            where=f"the SMTP server {self._host}:{self._port}",
+            where=self._where,
             logger=_log,
         )
         self._deadline.start(self._tokens)
 
     def _authenticate(self, token: str) -> None:
         """AUTH with the initial response (RFC 4954): one round trip."""
-        initial = initial_response(
+        exchange = SaslExchange(
             self._mechanism, self._user, token, host=self._host, port=self._port
-        ).decode("ascii")
-        self._secrets = [initial, token]
-        challenge = None
-        with self._wire("AUTH"):
-            code, message = self.docmd("AUTH", f"{self._mechanism} {initial}")
-            if code == 334:
-                # Gmail's error challenge: answer it, then the 535 follows.
-                challenge = decode_challenge(message)
-                code, message = self.docmd(ABORT[self._mechanism].decode())
-        if code in (235, 503):
-            _log.debug("SMTP %s login accepted for %s", self._mechanism, self._user)
-            return
-        text = _text(message)
-        if code == 334:
-            # The initial response went with AUTH (RFC 4954 section 4), so the
-            # only continuation to answer is the error challenge: with the
-            # initial response, the SASL_ROUNDS every mechanism here may have.
-            self.close()
-            raise SMTPProtocolError(
-                f"the SMTP server {self._host}:{self._port} sent a continuation "
-                f"(334) after the error challenge; no mechanism has more than "
-                f"{SASL_ROUNDS} rounds, so the connection was closed"
-            )
-        if _TOO_MANY in text.lower():
-            raise SMTPTooManyConnections(too_many_message("SMTP", text))
-        if 400 <= code < 500:
-            # 421/454: a temporary refusal, not a verdict on the token.
-            self.close()
-            raise Dead(f"the server answered AUTH with {code} {text}")
-        status = challenge.status if challenge else None
-        scope = challenge.scope if challenge else None
-        server_text = f"{code} {text}"  # "535-5.7.8 ..." / "535 5.7.8 ..." as one line
-        raise SMTPAuthenticationFailed(
-            rejection_message(
-                protocol="smtp",
-                server=f"{self._host}:{self._port}",
-                user=self._user,
-                mechanism=self._mechanism,
-                server_text=server_text,
-                status=status,
-                scope=scope,
-            ),
-            smtp_code=code,
-            smtp_error=message,
-            mechanism=self._mechanism,
-            status=status,
-            scope=scope,
-            server_text=server_text,
         )
+        self._secrets = exchange.secrets
+        with self._wire("AUTH"):
+            code, message = self.docmd("AUTH", exchange.argument())
+            answer = exchange.answer(code, message)
+            if answer is not None:
+                code, message = self.docmd(answer)
+        try:
+            exchange.outcome(code, message)
+        except (Dead, ProtocolError):
+            self.close()
+            raise
 
     # -- plumbing: errors translated once, scrubbed of every secret ------------
 
@@ -364,9 +304,13 @@ class SMTP(BoundedReplies):
         except BaseException as exc:
             scrub_exception(exc)
             error = self._translate(exc, doing)
-            if isinstance(error, Dead) and self._sending and self._dot_sent:
+            if isinstance(error, Dead):
                 # Dead means "try again": never once the final dot went out.
-                error = self._delivery_unknown(str(error))
+                error = after_lost(
+                    error,
+                    dot_sent=self._sending and self._dot_sent,
+                    server=self._server,
+                )
             if error is exc:
                 raise
             scrub_exception(error)
@@ -386,22 +330,19 @@ class SMTP(BoundedReplies):
             return Dead(f"{exc} during {doing}")
         if isinstance(exc, ssl.SSLCertVerificationError):
             self.close()
-            return SMTPInsecureConnection(
-                f"the certificate of the SMTP server {self._host}:{self._port} did "
-                f"not verify ({exc.verify_message}); no token was sent"
-            )
+            return bad_certificate(self._where, exc.verify_message)
         if isinstance(exc, smtplib.SMTPResponseException):
             # After the final dot a reply is the verdict on the message: the
             # stdlib error goes to the caller and nothing is sent again.
-            if not self._dot_sent and _ends_session(exc.smtp_code, exc.smtp_error):
+            if not self._dot_sent and ends_session(exc.smtp_code, exc.smtp_error):
                 self.close()
                 return Dead(
                     f"the server ended the session: {exc.smtp_code} "
-                    f"{_text(exc.smtp_error)}"
+                    f"{quote(exc.smtp_error)}"
                 )
             return exc
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
-            if any(_ends_session(c, m) for c, m in exc.recipients.values()):
+            if any(ends_session(c, m) for c, m in exc.recipients.values()):
                 self.close()
                 return Dead("the server ended the session during RCPT")
             return exc
@@ -413,10 +354,7 @@ class SMTP(BoundedReplies):
         return exc
 
     def _timeout(self, doing: str) -> SMTPTimeout:
-        return SMTPTimeout(
-            f"the SMTP server {self._host}:{self._port} did not answer {doing} "
-            f"within {self.timeout} s"
-        )
+        return timed_out(self._where, doing, self.timeout)
 
     def _peer_closed(self) -> bool:
         """True when the server sent something unasked (a 451/421 close) or hung up."""
@@ -440,7 +378,7 @@ class SMTP(BoundedReplies):
                 self._connect,
                 self.close,
                 self._backoff,
-                where=f"the SMTP server {self._host}:{self._port}",
+                where=self._where,
                 logger=_log,
             )
         except ConnectionLost as exc:
@@ -456,7 +394,7 @@ class SMTP(BoundedReplies):
             code, message = self.getreply()
         except (smtplib.SMTPException, OSError, Error):
             return "the server closed the connection"
-        return f"the server closed the connection: {code} {_text(message)}"
+        return f"the server closed the connection: {code} {quote(message)}"
 
     def _before_send(self) -> None:
         """Before a send: replace a dead, ended or expiring connection."""
@@ -500,23 +438,9 @@ class SMTP(BoundedReplies):
             if not self._dot_sent:
                 raise
             self.close()
-            if isinstance(exc, Timeout) or isinstance(exc.__context__, TimeoutError):
-                why = "timed out"
-            elif isinstance(exc, ProtocolError):
-                why = f"was closed, the reply refused ({exc})"
-            else:
-                why = "closed"
-            raise self._delivery_unknown(f"the connection {why}") from exc
+            raise after_lost(exc, dot_sent=True, server=self._server) from exc
         finally:
             self._in_data = False
-
-    def _delivery_unknown(self, what: str) -> SMTPDeliveryUnknown:
-        return SMTPDeliveryUnknown(
-            f"{what} after the message's final dot was sent to {self._host}:"
-            f"{self._port} and before the server's verdict: it may or may not have "
-            "been accepted, so it was not sent again. Look in Sent Mail before "
-            "sending it by hand."
-        )
 
     def sendmail(
         self,
@@ -539,16 +463,12 @@ class SMTP(BoundedReplies):
             return self._sendmail_once(*args)
         except Dead as exc:
             if not self._reconnect:
-                raise SMTPConnectionLost(
-                    f"{exc}; the message was not sent (reconnect=False)"
-                ) from exc
+                raise not_sent(exc, reconnect=False) from exc
             self._reestablish(f"{exc}, before the message was sent")
         try:
             return self._sendmail_once(*args)
         except Dead as exc:
-            raise SMTPConnectionLost(
-                f"{exc}, again after reconnecting; the message was not sent"
-            ) from exc
+            raise not_sent(exc, reconnect=True) from exc
 
     def _sendmail_once(
         self,
@@ -647,18 +567,3 @@ class SMTP(BoundedReplies):
             f"<gmail_xoauth2.SMTP {self._user} at {self._host}:{self._port} "
             f"{self._mechanism} {state}>"
         )
-
-
-def _text(value: bytes | str) -> str:
-    """A server's text as an exception or a log line may quote it: decoded,
-    scrubbed of every secret (a refusal may quote the AUTH line), on one line
-    (a reply's lines are joined), cut short."""
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    text = one_line(scrub(text))
-    return text if len(text) <= _QUOTED else text[:_QUOTED] + "..."
-
-
-def _ends_session(code: int, message: bytes | str) -> bool:
-    # 421: the server is closing the channel (RFC 5321 section 3.8); Gmail's idle
-    # close is "451 4.4.2 Timeout - closing connection.".
-    return code == 421 or (code == 451 and "closing connection" in _text(message))
