@@ -23,6 +23,7 @@ import scenario_login
 import scenario_memory
 import scenario_recovery
 import scenario_throughput
+import scenario_token_stores
 import scenario_tokens
 from clients import Endpoint
 from harness import OURS, Report
@@ -53,6 +54,8 @@ class Plan:
     flood_warmup: int
     hot_fetch: int
     compress: int
+    store_samples: int
+    store_windows: int
 
 
 QUICK = Plan(
@@ -67,6 +70,8 @@ QUICK = Plan(
     flood_warmup=0,
     hot_fetch=5,
     compress=2,
+    store_samples=300,
+    store_windows=2,
 )
 FULL = Plan(
     login=11,
@@ -80,6 +85,8 @@ FULL = Plan(
     flood_warmup=1,
     hot_fetch=15,
     compress=5,
+    store_samples=2000,
+    store_windows=4,
 )
 
 
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (< 3 min)")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6,7,8", help="comma-separated scenario numbers"
+        "--only", default="1,2,3,4,5,6,7,8,9", help="comma-separated scenario numbers"
     )
     parser.add_argument(
         "--no-dovecot", action="store_true", help="skip the Dovecot columns"
@@ -212,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             with _section(report, "8. COMPRESS=DEFLATE"):
                 scenario_compress.run(
                     report, COMPRESS, runs=plan.compress, count=plan.messages
+                )
+        if 9 in only:
+            with _section(report, "9. Token stores"):
+                scenario_token_stores.run(
+                    report, samples=plan.store_samples, windows=plan.store_windows
                 )
 
     print("\n### Targets\n")
