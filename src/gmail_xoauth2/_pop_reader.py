@@ -19,12 +19,14 @@ from ._redact import scrub
 from .errors import ProtocolError
 
 __all__ = [
+    "Body",
     "ReplyReader",
     "capabilities",
     "scan_listing",
     "shown",
     "status_line",
     "unique_id",
+    "without_line_end",
 ]
 
 _LF = b"\n"
@@ -96,13 +98,7 @@ class ReplyReader:
         self._ahead = ahead - len(raw)
         if not raw.endswith(_LF):
             raw = self._rest_of_line(raw)
-        # The server may end lines with CRLF, LF or even CR...LF (poplib's rule).
-        if raw.endswith(_CRLF):
-            line = raw[:-2]
-        elif raw.startswith(_CR):
-            line = raw[1:-1]
-        else:
-            line = raw[:-1]
+        line = without_line_end(raw)
         if len(line) > room - 2:
             self.meter.check_line(len(line))
         return line, len(raw)
@@ -138,29 +134,11 @@ class ReplyReader:
             LimitExceeded: more than ``Limits.literal_bytes`` bytes or
                 ``Limits.response_lines`` lines.
         """
-        most_bytes = self._limits.literal_bytes
-        most_lines = self._limits.response_lines
-        lines: list[bytes] = []
-        append = lines.append
-        octets = 0
-        while True:
-            line, size = read_line()
-            if line == b".":
-                self.meter.count(len(lines))
-                return lines, octets
-            # RFC 1939 section 3: a line starting with "." is sent with one more.
-            if line.startswith(b".."):
-                size -= 1
-                line = line[1:]
-            octets += size
-            if octets > most_bytes:
-                raise self.meter.too_large(
-                    f"a multi-line reply of more than {most_bytes} bytes",
-                    "literal_bytes",
-                )
-            if len(lines) >= most_lines:
-                self.meter.count(len(lines) + 1)  # raises
-            append(line)
+        body = Body(self._limits, self.meter)
+        add = body.add
+        while not add(*read_line()):
+            pass
+        return body.lines, body.octets
 
     def _fill(self) -> int:
         """Read from the socket once (it must be buffered dry), by the deadline.
@@ -185,6 +163,61 @@ class ReplyReader:
             raise poplib.error_proto("-ERR EOF")
         self.meter.charge(self._ahead)
         return self._ahead
+
+
+def without_line_end(raw: bytes) -> bytes:
+    """A line as read (up to its LF) without its line end.
+
+    The server may end lines with CRLF, LF or even CR...LF (poplib's rule).
+    """
+    if raw.endswith(_CRLF):
+        return raw[:-2]
+    if raw.startswith(_CR):
+        return raw[1:-1]
+    return raw[:-1]
+
+
+class Body:
+    """The lines of a multi-line reply, free of I/O: dot-unstuffed, within Limits.
+
+    Fed one line at a time (without its line end, and its size on the wire)
+    by the sync and the asyncio readers; ``lines`` and ``octets`` are poplib's.
+    """
+
+    __slots__ = ("_meter", "_most_bytes", "_most_lines", "lines", "octets")
+
+    def __init__(self, limits: Limits, meter: ReplyMeter) -> None:
+        self._meter = meter
+        self._most_bytes = limits.literal_bytes
+        self._most_lines = limits.response_lines
+        self.lines: list[bytes] = []
+        self.octets = 0
+
+    def add(self, line: bytes, size: int) -> bool:
+        """Take one line; True when it was the final ``.``.
+
+        Raises:
+            LimitExceeded: more than ``Limits.literal_bytes`` bytes or
+                ``Limits.response_lines`` lines.
+        """
+        lines = self.lines
+        if line == b".":
+            self._meter.count(len(lines))
+            return True
+        # RFC 1939 section 3: a line starting with "." is sent with one more.
+        if line.startswith(b".."):
+            size -= 1
+            line = line[1:]
+        self.octets += size
+        if self.octets > self._most_bytes:
+            raise self._meter.too_large(
+                f"a multi-line reply of more than {self._most_bytes} bytes",
+                "literal_bytes",
+            )
+        if len(lines) >= self._most_lines:
+            self._meter.count(len(lines) + 1)  # raises
+        lines.append(line)
+        return False
 
 
 def status_line(resp: bytes, where: str) -> bytes:

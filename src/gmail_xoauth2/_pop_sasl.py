@@ -1,9 +1,10 @@
-"""The POP3 AUTH exchange (RFC 5034) for XOAUTH2 and OAUTHBEARER over line I/O."""
+"""The POP3 AUTH exchange (RFC 5034) for XOAUTH2 and OAUTHBEARER, free of I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import NoReturn, TypeAlias
 
 from . import sasl
 from ._limits import SASL_ROUNDS
@@ -13,7 +14,18 @@ from ._redact import get_logger, scrub
 from ._rejection import one_line, rejection_message
 from .errors import AuthenticationFailed, ProtocolError, TooManyConnections
 
-__all__ = ["SESSION_ENDED", "TOO_MANY", "authenticate"]
+__all__ = [
+    "READ",
+    "SESSION_ENDED",
+    "TOO_MANY",
+    "Command",
+    "Exchange",
+    "Line",
+    "Read",
+    "Step",
+    "authenticate",
+    "exchange",
+]
 
 _log = get_logger("gmail_xoauth2.pop")
 
@@ -25,6 +37,89 @@ TOO_MANY = b"TOO MANY SIMULTANEOUS CONNECTIONS"
 # RFC 2449/3206 codes that refuse the login for now, whatever the token: the
 # server is unavailable, so back off and reconnect instead of refreshing.
 _TEMPORARY = (b"[SYS/TEMP]", b"[IN-USE]", b"[LOGIN-DELAY]")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Send ``text`` as a command line (traced as a command)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """Send ``data`` as a raw line (a SASL response)."""
+
+    data: bytes
+
+
+class Read:
+    """Read one reply line (without CRLF) and send it into the exchange."""
+
+
+READ = Read()
+
+Step: TypeAlias = Command | Line | Read
+Exchange: TypeAlias = Generator[Step, bytes | None, bool]
+
+
+def exchange(
+    *,
+    mechanism: str,
+    initial: bytes,
+    user: str,
+    host: str,
+    port: int,
+    two_line: bool,
+) -> Exchange:
+    """Log in with ``AUTH <mechanism>``, free of I/O; return whether to use two lines.
+
+    A generator: it yields what to do next (send a :class:`Command` or a
+    :class:`Line`, or :data:`READ` one reply line, sent back in), and returns
+    whether the server needs the two-line form. The sync POP3 drives it with
+    :func:`authenticate`, the asyncio one with its own loop.
+
+    Gmail's form puts the initial response on the AUTH line (one round trip).
+    A server that refuses that syntax with ``-ERR`` (not the credentials) gets
+    ``AUTH <mechanism>``, a ``+`` and then the response, and keeps getting
+    that form. At most ``SASL_ROUNDS`` continuations are answered.
+
+    Args:
+        mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``.
+        initial: the base64 initial response.
+        user: the address logging in, for messages.
+        host: the server, for messages.
+        port: its port, for messages.
+        two_line: this server refused the one-line form before.
+
+    Raises:
+        AuthenticationFailed: the token (or the mechanism) was refused.
+        TooManyConnections: Gmail refused another connection for this user.
+        ProtocolError: the server broke the exchange (a reply that is not
+            ``+OK``, ``-ERR`` or ``+``, or too many continuations).
+        Dead: the server refused the login for now (RFC 3206 codes).
+    """
+    state = _Exchange(mechanism, user, host, port)
+    if not two_line:
+        yield Command(f"AUTH {mechanism} {initial.decode('ascii')}")
+        reply = yield READ
+        assert reply is not None
+        if not (reply.startswith(b"-ERR") and _is_syntax_refusal(reply)):
+            yield from state.finish(reply)
+            return False
+        _log.debug("server refused the one-line AUTH; using the two-line form")
+    yield Command(f"AUTH {mechanism}")
+    reply = yield READ
+    assert reply is not None
+    if reply.startswith(b"-ERR"):
+        state.fail(reply, None)
+    if reply.rstrip() != b"+":
+        raise state.broken(reply, "instead of '+' to AUTH")
+    yield state.answer(initial)
+    reply = yield READ
+    assert reply is not None
+    yield from state.finish(reply)
+    return True
 
 
 def authenticate(
@@ -39,70 +134,53 @@ def authenticate(
     port: int,
     two_line: bool,
 ) -> bool:
-    """Log in with ``AUTH <mechanism>``; return whether to use the two-line form.
-
-    Gmail's form puts the initial response on the AUTH line (one round trip).
-    A server that refuses that syntax with ``-ERR`` (not the credentials) gets
-    ``AUTH <mechanism>``, a ``+`` and then the response, and keeps getting
-    that form. At most ``SASL_ROUNDS`` continuations are answered.
+    """Drive :func:`exchange` over blocking line I/O; return whether to use two lines.
 
     Args:
         send_command: sends a command line.
         send_line: sends a raw line (a SASL response).
         read_line: reads one reply line, without CRLF.
-        mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``.
+        mechanism: see :func:`exchange`, as the rest.
         initial: the base64 initial response.
         user: the address logging in, for messages.
         host: the server, for messages.
         port: its port, for messages.
         two_line: this server refused the one-line form before.
-
-    Raises:
-        AuthenticationFailed: the token (or the mechanism) was refused.
-        TooManyConnections: Gmail refused another connection for this user.
-        ProtocolError: the server broke the exchange (a reply that is not
-            ``+OK``, ``-ERR`` or ``+``, or too many continuations).
     """
-    exchange = _Exchange(mechanism, user, host, port, send_line, read_line)
-    if not two_line:
-        send_command(f"AUTH {mechanism} {initial.decode('ascii')}")
-        reply = read_line()
-        if not (reply.startswith(b"-ERR") and _is_syntax_refusal(reply)):
-            exchange.finish(reply)
-            return False
-        _log.debug("server refused the one-line AUTH; using the two-line form")
-    send_command(f"AUTH {mechanism}")
-    reply = read_line()
-    if reply.startswith(b"-ERR"):
-        exchange.fail(reply, None)
-    if reply.rstrip() != b"+":
-        raise exchange.broken(reply, "instead of '+' to AUTH")
-    exchange.answer(initial)
-    exchange.finish(read_line())
-    return True
+    steps = exchange(
+        mechanism=mechanism,
+        initial=initial,
+        user=user,
+        host=host,
+        port=port,
+        two_line=two_line,
+    )
+    reply: bytes | None = None
+    try:
+        while True:
+            step = steps.send(reply)
+            reply = None
+            if isinstance(step, Read):
+                reply = read_line()
+            elif isinstance(step, Command):
+                send_command(step.text)
+            else:
+                send_line(step.data)
+    except StopIteration as done:
+        return bool(done.value)
 
 
 class _Exchange:
     """One AUTH exchange: counts the continuations answered, raises the right error."""
 
-    def __init__(
-        self,
-        mechanism: str,
-        user: str,
-        host: str,
-        port: int,
-        send_line: Callable[[bytes], None],
-        read_line: Callable[[], bytes],
-    ) -> None:
+    def __init__(self, mechanism: str, user: str, host: str, port: int) -> None:
         self.mechanism = mechanism
         self.user = user
         self.host = host
         self.port = port
-        self.send_line = send_line
-        self.read_line = read_line
         self.rounds = 0
 
-    def answer(self, response: bytes) -> None:
+    def answer(self, response: bytes) -> Line:
         """Answer a continuation; asking for more than SASL_ROUNDS is broken."""
         if self.rounds >= SASL_ROUNDS:
             raise ProtocolError(
@@ -111,9 +189,9 @@ class _Exchange:
                 "was closed"
             )
         self.rounds += 1
-        self.send_line(response)
+        return Line(response)
 
-    def finish(self, reply: bytes) -> None:
+    def finish(self, reply: bytes) -> Generator[Step, bytes | None, None]:
         """Read the exchange to its end from ``reply``: +OK returns, -ERR raises."""
         if reply.startswith(b"+OK"):
             return
@@ -122,8 +200,10 @@ class _Exchange:
             # poplib would take this for +OK: it is Gmail's error challenge, which
             # must be answered (empty line, or ^A for OAUTHBEARER) before the -ERR.
             challenge = decode_challenge(reply[1:])
-            self.answer(ABORT[self.mechanism])
-            reply = self.read_line()
+            yield self.answer(ABORT[self.mechanism])
+            answered = yield READ
+            assert answered is not None
+            reply = answered
             if reply.startswith(b"+OK"):
                 return
             if _is_continuation(reply):
