@@ -1,12 +1,163 @@
-"""What a POP3 session has marked and seen: pending deletions and message numbers."""
+"""POP3 session rules, free of I/O: pending deletions, message numbers, reconnects.
+
+The sync :class:`~gmail_xoauth2.POP3` and the asyncio one ask :class:`Rules`
+what to do at each command boundary, when a command's connection dies, and
+when QUIT gets no answer; only the I/O differs between them.
+"""
 
 from __future__ import annotations
 
+import enum
+import logging
 from collections.abc import Callable
 
 from .errors import ConnectionLost
 
-__all__ = ["Maildrop"]
+__all__ = ["CLOSED_QUIT", "REPEATABLE", "Boundary", "Maildrop", "Rules"]
+
+# Commands that may run once more on a new connection when theirs died: reads,
+# and the marks (a lost session dropped them all, so marking again is safe;
+# see Rules.died). Login commands and UTF8 change the session: never.
+REPEATABLE = frozenset(
+    {"STAT", "LIST", "UIDL", "RETR", "TOP", "NOOP", "CAPA", "DELE", "RSET"}
+)
+
+
+class Boundary(enum.Enum):
+    """What to do with the connection before the next command."""
+
+    KEEP = "keep"  # run the command on this connection
+    REOPEN = "reopen"  # it is dead: connect again (with backoff)
+    RETIRE = "retire"  # it is healthy but expiring: QUIT, then connect again
+
+
+class Rules:
+    """The decisions of one POP3 client, across its replaced sessions.
+
+    Args:
+        reconnect: replace dead or expiring connections transparently.
+        user: the address, for logs.
+        logger: where the decisions are logged (DEBUG: they are routine).
+    """
+
+    def __init__(self, *, reconnect: bool, user: str, logger: logging.Logger) -> None:
+        self.maildrop = Maildrop()
+        self.reconnect = reconnect
+        self._user = user
+        self._log = logger
+        self._deferred_logged = False
+        self.reason = ""  # why the connection is to be replaced (for the log)
+
+    def logged_in(self) -> None:
+        """A session began (first login or a reconnect)."""
+        self._deferred_logged = False
+
+    def at_boundary(self, *, closed: bool, due: bool) -> Boundary:
+        """Before a command: ``closed`` (the server hung up or spoke unasked),
+        ``due`` (the session deadline passed).
+
+        Raises:
+            ConnectionLost: deletions were pending on the closed connection
+                (they were not applied), or reconnecting is disabled.
+        """
+        if closed:
+            if self.maildrop.pending:
+                raise self.maildrop.lost("the connection was closed before QUIT")
+            if not self.reconnect:
+                raise ConnectionLost("the POP3 connection is closed; reconnect=False")
+            self.reason = "the server closed the connection"
+            return Boundary.REOPEN
+        if self.reconnect and due:
+            if self.maildrop.pending:
+                # Replacing the session would silently drop the marks, and
+                # committing them early would take the choice (RSET) away: keep
+                # the session until quit(); if the server ends it first, the
+                # caller is told the deletions were not applied.
+                if not self._deferred_logged:
+                    self._log.debug(
+                        "POP3 session for %s is due to be replaced but deletions "
+                        "are pending; keeping it until quit()",
+                        self._user,
+                    )
+                    self._deferred_logged = True
+                return Boundary.KEEP
+            self.reason = "the access token or session is about to expire"
+            return Boundary.RETIRE
+        return Boundary.KEEP
+
+    def died(self, what: str, exc: BaseException, *, repeat: bool) -> None:
+        """The connection died during ``what``: return to repeat it on a new one.
+
+        Sets :attr:`reason`.
+
+        Raises:
+            ConnectionLost: deletions were pending (not applied), or the
+                command may not be repeated (or reconnecting is disabled).
+        """
+        if self.maildrop.pending:
+            raise self.maildrop.lost(f"the connection died during {what}") from exc
+        if not (self.reconnect and repeat):
+            raise ConnectionLost(
+                f"the connection to the POP3 server died during {what}: {exc}"
+            ) from exc
+        self.reason = f"the connection died during {what} ({exc})"
+
+    @staticmethod
+    def died_again(what: str, exc: BaseException) -> ConnectionLost:
+        """The error for a repeated command whose new connection died too."""
+        return ConnectionLost(
+            f"the connection to the POP3 server died again during {what} "
+            f"after reconnecting: {exc}"
+        )
+
+    def replaced(self) -> None:
+        """A new session replaced the old one."""
+        self.maildrop.replaced()
+
+    def marked(self, which: object) -> None:
+        """DELE ``which`` was answered +OK."""
+        self.maildrop.pending.add(str(which))
+
+    def quit_on_closed(self) -> bytes:
+        """quit() found the connection closed: fine, unless deletions were pending.
+
+        Raises:
+            ConnectionLost: they were (and were not applied).
+        """
+        if self.maildrop.pending:
+            raise self.maildrop.lost("the connection was closed before QUIT")
+        self.maildrop.forget()
+        return CLOSED_QUIT
+
+    def quit_unanswered(self, pending: bool, exc: BaseException) -> bytes:
+        """QUIT got no POP3 answer: fine, unless deletions were pending.
+
+        Raises:
+            ConnectionLost: ``outcome_unknown``: the marks may or may not have
+                been applied.
+        """
+        if pending:
+            raise self.maildrop.unconfirmed() from exc
+        self.maildrop.forget()
+        return CLOSED_QUIT
+
+    def block_failed(self) -> bool:
+        """A ``with`` block raised: drop pending marks (True if there were any).
+
+        Committing the block's deletions is not safe to assume: the caller
+        closes without QUIT when this returns True.
+        """
+        count = len(self.maildrop.pending)
+        if not count:
+            return False
+        self._log.warning(
+            "the with block raised; %d pending POP3 deletion(s) not applied", count
+        )
+        self.maildrop.pending.clear()
+        return True
+
+
+CLOSED_QUIT = b"+OK connection already closed; no deletions were pending"
 
 
 class Maildrop:

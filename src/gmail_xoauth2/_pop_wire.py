@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from typing import BinaryIO, TypeAlias, cast
 
 from ._limits import Limits
-from ._mailconn import Dead
+from ._mailconn import Dead, too_many_message
 from ._pop_reader import ReplyReader, capabilities, shown, status_line
-from ._pop_sasl import SESSION_ENDED
+from ._pop_sasl import SESSION_ENDED, TOO_MANY
 from ._redact import scrub, scrub_bytes, scrub_exception
 from .errors import (
     AuthenticationFailed,
@@ -30,9 +30,22 @@ from .errors import (
     LimitExceeded,
     ProtocolError,
     Timeout,
+    TooManyConnections,
 )
 
-__all__ = ["Capabilities", "LongResp", "PopWire", "is_eof", "text"]
+__all__ = [
+    "Capabilities",
+    "LongResp",
+    "PopWire",
+    "ends_session",
+    "is_eof",
+    "refused_greeting",
+    "stls_failure",
+    "stls_injected",
+    "stls_missing",
+    "text",
+    "translate",
+]
 
 LongResp: TypeAlias = tuple[bytes, list[bytes], int]
 Capabilities: TypeAlias = dict[str, list[str]]
@@ -70,43 +83,21 @@ class PopWire:
             try:
                 offered = self._capa_or_none()
                 if offered is None or "STLS" not in offered:
-                    raise InsecureConnection(
-                        f"{self._where} does not offer STLS, so the connection "
-                        "cannot be encrypted; no token was sent. Use the "
-                        "implicit-TLS port (995) with starttls=False."
-                    )
+                    raise stls_missing(self._where)
                 self._shortcmd("STLS")
                 if self._line_reader().pending:
-                    # Bytes sent before the handshake would be read as if they
-                    # came over TLS (the STARTTLS injection of CVE-2011-0411).
-                    raise InsecureConnection(
-                        f"{self._where} sent data after its answer to STLS, "
-                        "before the TLS handshake; no token was sent"
-                    )
+                    raise stls_injected(self._where)
                 old_file = self.file
                 self.sock = self._context.wrap_socket(
                     self.sock, server_hostname=self.host
                 )
                 self.file = self.sock.makefile("rb")
                 old_file.close()
-            except poplib.error_proto as exc:
-                if is_eof(exc):
+            except (poplib.error_proto, ssl.SSLError, ProtocolError) as exc:
+                error = stls_failure(exc, self._where)
+                if error is None:
                     raise
-                raise InsecureConnection(
-                    f"{self._where} refused STLS ({text(exc)}); no token was sent"
-                ) from exc
-            except ssl.SSLError as exc:
-                raise InsecureConnection(
-                    f"the TLS handshake with {self._where} after STLS failed "
-                    f"({_ssl_reason(exc)}); no token was sent"
-                ) from exc
-            except ProtocolError as exc:
-                if isinstance(exc, LimitExceeded):
-                    raise
-                raise InsecureConnection(
-                    f"{self._where} broke the STLS negotiation ({exc}); no token "
-                    "was sent"
-                ) from exc
+                raise error from exc
             self._tls_established = True
         with self._wire("CAPA"):
             # RFC 2595 section 4: forget what was learned before TLS; ask again.
@@ -117,7 +108,7 @@ class PopWire:
         try:
             return self._capa_command()
         except poplib.error_proto as exc:
-            if is_eof(exc) or _ends_session(exc):
+            if is_eof(exc) or ends_session(exc):
                 raise
             return None
 
@@ -125,7 +116,7 @@ class PopWire:
         try:
             _, lines, _ = self._longcmd("CAPA")
         except poplib.error_proto as exc:
-            if is_eof(exc) or _ends_session(exc):
+            if is_eof(exc) or ends_session(exc):
                 raise
             raise poplib.error_proto("-ERR CAPA not supported by server") from exc
         return capabilities(lines)
@@ -249,35 +240,10 @@ class PopWire:
 
     def _translate(self, exc: BaseException, doing: str) -> BaseException | None:
         """What to raise instead of ``exc`` (None: itself); closes what is dead."""
-        if isinstance(exc, AuthenticationFailed):
-            return None  # the connection stays: the token may be refreshed
-        if isinstance(exc, Error | Dead) or not isinstance(exc, Exception):
-            # Ours (ConnectionLost and Timeout are OSErrors), or an interrupt
-            # in the middle of a reply: this connection is out of step.
+        error, dead = translate(exc, doing, where=self._where, timeout=self._timeout)
+        if dead:
             self._abandon()
-            return None
-        if isinstance(exc, TimeoutError):
-            self._abandon()
-            return Timeout(
-                f"{self._where} did not answer {doing} within {self._timeout} s"
-            )
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            self._abandon()
-            return InsecureConnection(
-                f"the certificate of {self._where} did not verify "
-                f"({exc.verify_message}); no token was sent"
-            )
-        if isinstance(exc, OSError | EOFError):
-            self._abandon()
-            return Dead(f"{type(exc).__name__} during {doing}")
-        if isinstance(exc, poplib.error_proto):
-            if is_eof(exc):
-                self._abandon()
-                return Dead(f"the server closed the connection during {doing}")
-            if _ends_session(exc):
-                self._abandon()
-                return Dead(f"the server ended the session: {text(exc)}")
-        return None
+        return error
 
     def _abandon(self) -> None:
         """Close the socket without a word to the server."""
@@ -298,6 +264,92 @@ def text(value: object) -> str:
     return scrub(str(value))
 
 
+def translate(
+    exc: BaseException, doing: str, *, where: str, timeout: float | None
+) -> tuple[BaseException | None, bool]:
+    """What to raise instead of ``exc`` (None: itself), and whether it killed the
+    connection; for the sync and the asyncio POP3 alike.
+
+    A dead connection (socket, stream or TLS failure, EOF, a session-ending
+    ``-ERR``) becomes :class:`Dead`; a timeout :class:`Timeout`; a certificate
+    that did not verify :class:`InsecureConnection`. The library's own errors,
+    and an interrupt in the middle of a reply, leave the connection out of step.
+    """
+    if isinstance(exc, AuthenticationFailed):
+        return None, False  # the connection stays: the token may be refreshed
+    if isinstance(exc, Error | Dead) or not isinstance(exc, Exception):
+        # Ours (ConnectionLost and Timeout are OSErrors), or an interrupt
+        # in the middle of a reply: this connection is out of step.
+        return None, True
+    if isinstance(exc, TimeoutError):
+        return Timeout(f"{where} did not answer {doing} within {timeout} s"), True
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return InsecureConnection(
+            f"the certificate of {where} did not verify "
+            f"({exc.verify_message}); no token was sent"
+        ), True
+    if isinstance(exc, OSError | EOFError):
+        return Dead(f"{type(exc).__name__} during {doing}"), True
+    if isinstance(exc, poplib.error_proto):
+        if is_eof(exc):
+            return Dead(f"the server closed the connection during {doing}"), True
+        if ends_session(exc):
+            return Dead(f"the server ended the session: {text(exc)}"), True
+    return None, False
+
+
+def refused_greeting(exc: poplib.error_proto) -> Exception:
+    """The error for a ``-ERR`` greeting: the server is there but will not serve us."""
+    line = exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else b""
+    if TOO_MANY in line.upper():
+        return TooManyConnections(too_many_message("POP3", text(line)))
+    return Dead(f"the server refused the connection: {text(exc)}")
+
+
+def stls_missing(where: str) -> InsecureConnection:
+    """CAPA did not offer STLS (or failed): no token may be sent."""
+    return InsecureConnection(
+        f"{where} does not offer STLS, so the connection cannot be encrypted; "
+        "no token was sent. Use the implicit-TLS port (995) with starttls=False."
+    )
+
+
+def stls_injected(where: str) -> InsecureConnection:
+    """Bytes came after the answer to STLS, before the handshake.
+
+    They would be read as if they came over TLS (the STARTTLS injection of
+    CVE-2011-0411).
+    """
+    return InsecureConnection(
+        f"{where} sent data after its answer to STLS, before the TLS handshake; "
+        "no token was sent"
+    )
+
+
+def stls_failure(exc: BaseException, where: str) -> BaseException | None:
+    """What a failure during CAPA, STLS or the handshake means (None: itself).
+
+    Any refusal or oddity is an InsecureConnection (no token was sent); a
+    connection that died or a reply over the Limits stay what they are.
+    """
+    if isinstance(exc, poplib.error_proto):
+        if is_eof(exc):
+            return None
+        return InsecureConnection(
+            f"{where} refused STLS ({text(exc)}); no token was sent"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return InsecureConnection(
+            f"the TLS handshake with {where} after STLS failed "
+            f"({_ssl_reason(exc)}); no token was sent"
+        )
+    if isinstance(exc, ProtocolError) and not isinstance(exc, LimitExceeded):
+        return InsecureConnection(
+            f"{where} broke the STLS negotiation ({exc}); no token was sent"
+        )
+    return None
+
+
 def _ssl_reason(exc: ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"the certificate did not verify: {exc.verify_message}"
@@ -305,10 +357,12 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
 
 
 def is_eof(exc: poplib.error_proto) -> bool:
+    """poplib's error for a connection the server closed."""
     # poplib raises error_proto('-ERR EOF') (a str) when the server closed.
     return exc.args == ("-ERR EOF",)
 
 
-def _ends_session(exc: poplib.error_proto) -> bool:
+def ends_session(exc: poplib.error_proto) -> bool:
+    """A ``-ERR`` that ends the session, not just the command (RFC 3206)."""
     line = exc.args[0] if exc.args else b""
     return isinstance(line, bytes) and any(m in line.upper() for m in SESSION_ENDED)

@@ -19,13 +19,12 @@ from ._mailconn import (
     login,
     peer_closed,
     reconnect,
-    too_many_message,
 )
 from ._pop_errors import leaving_pop3
-from ._pop_policy import Maildrop
+from ._pop_policy import REPEATABLE, Boundary, Rules
 from ._pop_reader import ReplyReader, scan_listing, unique_id
-from ._pop_sasl import TOO_MANY, authenticate
-from ._pop_wire import Capabilities, LongResp, PopWire, text
+from ._pop_sasl import authenticate
+from ._pop_wire import Capabilities, LongResp, PopWire, refused_greeting
 from ._redact import get_logger
 from ._session import SessionDeadline
 from ._tokens import Clock, TokenSource, as_token_provider
@@ -34,7 +33,6 @@ from .errors import (
     ConnectionLost,
     ProtocolError,
     Timeout,
-    TooManyConnections,
 )
 
 __all__ = ["POP3"]
@@ -139,7 +137,6 @@ class POP3(PopWire, poplib.POP3):
         self._context = ssl_context or ssl.create_default_context()
         self._timeout = timeout
         self._mechanism = mechanism
-        self._reconnect = reconnect
         self._deadline = SessionDeadline(clock=clock, session_limit=POP_SESSION_LIMIT)
         self._backoff = backoff or Backoff()
         self._limits = limits or DEFAULT_LIMITS
@@ -149,8 +146,8 @@ class POP3(PopWire, poplib.POP3):
         self._connected = False
         self._secrets: list[bytes] = []
         self._two_line = False
-        self._deferred_logged = False
-        self._maildrop = Maildrop()
+        self._rules = Rules(reconnect=reconnect, user=user, logger=_log)
+        self._maildrop = self._rules.maildrop
         self._capabilities: Capabilities = {}
         with leaving_pop3():
             try:
@@ -197,10 +194,7 @@ class POP3(PopWire, poplib.POP3):
         except poplib.error_proto as exc:
             # A -ERR greeting: the server is there but will not serve us now.
             self._abandon()
-            line = exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else b""
-            if TOO_MANY in line.upper():
-                raise TooManyConnections(too_many_message("POP3", text(line))) from exc
-            raise Dead(f"the server refused the connection: {text(exc)}") from exc
+            raise refused_greeting(exc) from exc
         self._debugging = debugging
         self._connected = True
         self._capabilities = {}
@@ -219,7 +213,7 @@ class POP3(PopWire, poplib.POP3):
             logger=_log,
         )
         self._deadline.start(self._tokens)
-        self._deferred_logged = False
+        self._rules.logged_in()
 
     def _authenticate(self, token: str) -> None:
         """Run the SASL exchange on the open connection."""
@@ -269,7 +263,7 @@ class POP3(PopWire, poplib.POP3):
             logger=_log,
         )
         # A new session numbers the messages afresh (RFC 1939 section 5).
-        self._maildrop.replaced()
+        self._rules.replaced()
 
     def _retire(self) -> None:
         """End a healthy session politely before replacing it (nothing pending)."""
@@ -282,30 +276,15 @@ class POP3(PopWire, poplib.POP3):
 
     def _before_command(self) -> None:
         """At a command boundary: replace a dead or expiring connection."""
-        if self._peer_closed():
+        closed = self._peer_closed()
+        if closed:
             self._abandon()
-            if self._maildrop.pending:
-                raise self._maildrop.lost("the connection was closed before QUIT")
-            if not self._reconnect:
-                raise ConnectionLost("the POP3 connection is closed; reconnect=False")
-            self._reestablish("the server closed the connection")
-            return
-        if self._reconnect and self._deadline.due():
-            if self._maildrop.pending:
-                # Replacing the session would silently drop the marks, and
-                # committing them early would take the choice (RSET) away: keep
-                # the session until quit(); if the server ends it first, the
-                # caller is told the deletions were not applied.
-                if not self._deferred_logged:
-                    _log.debug(
-                        "POP3 session for %s is due to be replaced but deletions "
-                        "are pending; keeping it until quit()",
-                        self._user,
-                    )
-                    self._deferred_logged = True
-                return
+        due = self._deadline.due() if self._rules.reconnect else False
+        boundary = self._rules.at_boundary(closed=closed, due=due)
+        if boundary is Boundary.RETIRE:
             self._retire()
-            self._reestablish("the access token or session is about to expire")
+        if boundary is not Boundary.KEEP:
+            self._reestablish(self._rules.reason)
 
     def _run(
         self,
@@ -313,14 +292,16 @@ class POP3(PopWire, poplib.POP3):
         call: Callable[[], _T],
         *,
         number: Any = None,
-        repeat: bool = True,
     ) -> _T:
-        """Run a command, once more on a new connection if this one died (``repeat``).
+        """Run a command, once more on a new connection if this one died.
+
+        Whether it may run again is the verb's (``REPEATABLE``).
 
         Every exception leaving a command passes here, scrubbed of secrets, as
         its POP class (a :class:`poplib.error_proto` too).
         """
         with leaving_pop3():
+            repeat = what.split(" ", 1)[0] in REPEATABLE
             return self._run_on_session(what, call, number, repeat)
 
     def _run_on_session(
@@ -332,22 +313,14 @@ class POP3(PopWire, poplib.POP3):
                 self._check_numbering(number)
                 return call()
         except Dead as exc:
-            if self._maildrop.pending:
-                raise self._maildrop.lost(f"the connection died during {what}") from exc
-            if not (self._reconnect and repeat):
-                raise ConnectionLost(
-                    f"the connection to the POP3 server died during {what}: {exc}"
-                ) from exc
-            self._reestablish(f"the connection died during {what} ({exc})")
+            self._rules.died(what, exc, repeat=repeat)
+            self._reestablish(self._rules.reason)
         try:
             self._check_numbering(number)
             with self._wire(what):
                 return call()
         except Dead as exc:
-            raise ConnectionLost(
-                f"the connection to the POP3 server died again during {what} "
-                f"after reconnecting: {exc}"
-            ) from exc
+            raise self._rules.died_again(what, exc) from exc
 
     def _check_numbering(self, which: Any) -> None:
         def uid_now(n: int) -> bytes:
@@ -437,25 +410,23 @@ class POP3(PopWire, poplib.POP3):
 
     def user(self, user: str) -> bytes:
         """USER (RFC 1939); not needed: the constructor logged in."""
-        return self._run("USER", lambda: poplib.POP3.user(self, user), repeat=False)
+        return self._run("USER", lambda: poplib.POP3.user(self, user))
 
     def pass_(self, pswd: str) -> bytes:
         """PASS (RFC 1939); not needed: the constructor logged in."""
-        return self._run("PASS", lambda: poplib.POP3.pass_(self, pswd), repeat=False)
+        return self._run("PASS", lambda: poplib.POP3.pass_(self, pswd))
 
     def apop(self, user: str, password: str) -> bytes:
         """APOP (RFC 1939); not needed: the constructor logged in."""
-        return self._run(
-            "APOP", lambda: poplib.POP3.apop(self, user, password), repeat=False
-        )
+        return self._run("APOP", lambda: poplib.POP3.apop(self, user, password))
 
     def rpop(self, user: str) -> bytes:
         """RPOP; not needed: the constructor logged in."""
-        return self._run("RPOP", lambda: poplib.POP3.rpop(self, user), repeat=False)
+        return self._run("RPOP", lambda: poplib.POP3.rpop(self, user))
 
     def utf8(self) -> bytes:
         """UTF8 (RFC 6856), never repeated on a new connection."""
-        return self._run("UTF8", lambda: poplib.POP3.utf8(self), repeat=False)
+        return self._run("UTF8", lambda: poplib.POP3.utf8(self))
 
     def dele(self, which: Any) -> bytes:
         """Mark a message for deletion; it is deleted when quit() succeeds.
@@ -466,7 +437,7 @@ class POP3(PopWire, poplib.POP3):
         resp = self._run(
             f"DELE {which}", lambda: poplib.POP3.dele(self, which), number=which
         )
-        self._maildrop.pending.add(str(which))
+        self._rules.marked(which)
         return resp
 
     def rset(self) -> bytes:
@@ -489,10 +460,7 @@ class POP3(PopWire, poplib.POP3):
         pending = bool(self._maildrop.pending)
         if self._peer_closed():
             self._abandon()
-            if pending:
-                raise self._maildrop.lost("the connection was closed before QUIT")
-            self._maildrop.forget()
-            return b"+OK connection already closed; no deletions were pending"
+            return self._rules.quit_on_closed()
         try:
             with self._wire("QUIT"):
                 resp = self._shortcmd("QUIT")
@@ -506,10 +474,7 @@ class POP3(PopWire, poplib.POP3):
             # No +OK (nothing, or no POP3 answer): the marks may or may not
             # have been applied.
             self._abandon()
-            if pending:
-                raise self._maildrop.unconfirmed() from exc
-            self._maildrop.forget()
-            return b"+OK connection already closed; no deletions were pending"
+            return self._rules.quit_unanswered(pending, exc)
         self._maildrop.forget()
         self._abandon()
         return resp
@@ -530,13 +495,7 @@ class POP3(PopWire, poplib.POP3):
         if exc_type is None:
             self.quit()
             return False
-        if self._maildrop.pending:
-            # The block failed: committing its deletions is not safe to assume.
-            _log.warning(
-                "the with block raised; %d pending POP3 deletion(s) not applied",
-                len(self._maildrop.pending),
-            )
-            self._maildrop.pending.clear()
+        if self._rules.block_failed():
             self._abandon()
             return False
         try:
