@@ -98,6 +98,12 @@ class Stream:
         """True once the peer closed (or the connection failed) and all is read."""
         return (self._eof or self._error is not None) and not self._buf
 
+    def has_line(self) -> bool:
+        """True when a whole line is buffered (reading it will not wait)."""
+        return self._buf.find(b"\n", self._scan) >= 0 or (
+            self._scan > 0 and b"\n" in self._buf
+        )
+
     def peek_unasked(self) -> bool:
         """True when the peer sent something, or closed, with nothing asked."""
         return bool(self._buf) or self._eof or self._error is not None
@@ -135,6 +141,17 @@ class Stream:
         self._scan = 0
         self._resume()
         return data
+
+    async def wait_readable(self) -> None:
+        """Return once bytes are buffered or the connection ended (reads nothing)."""
+        while not (self._buf or self._eof or self._error is not None):
+            if self._paused:
+                self._resume(force=True)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
     async def _wait(self, want: int = 0) -> None:
         if self._error is not None:
