@@ -10,10 +10,11 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 from .errors import ConnectionLost
 
-__all__ = ["CLOSED_QUIT", "REPEATABLE", "Boundary", "Maildrop", "Rules"]
+__all__ = ["CLOSED_QUIT", "REPEATABLE", "Boundary", "Check", "Maildrop", "Rules"]
 
 # Commands that may run once more on a new connection when theirs died: reads,
 # and the marks (a lost session dropped them all, so marking again is safe;
@@ -245,7 +246,18 @@ class Maildrop:
         uid_now: Callable[[int], bytes],
         stat_now: Callable[[], tuple[int, int]],
     ) -> None:
-        """On a new session, check that ``which`` names the message it named.
+        """:meth:`to_check` and :meth:`checked` with blocking queries.
+
+        Raises:
+            ConnectionLost: the maildrop changed; nothing was repeated.
+        """
+        check = self.to_check(which)
+        if check is not None:
+            now = uid_now(check.number) if check.uid is not None else stat_now()
+            self.checked(check, now)
+
+    def to_check(self, which: object) -> Check | None:
+        """On a new session, what to ask before ``which`` may be used; None: nothing.
 
         Compares the message's unique id (if the caller saw it) or the STAT
         answer (if the caller saw that) with the new session's, for every
@@ -255,26 +267,44 @@ class Maildrop:
         session stay pending: QUIT still applies them).
 
         Raises:
-            ConnectionLost: the maildrop changed; nothing was repeated.
+            ConnectionLost: the maildrop was already found changed.
         """
         if which is None or not self._stale:
-            return
+            return None
         n = _number(str(which))
         if self._changed:
-            same = False
-        elif n in self._uids:
-            same = uid_now(n) == self._uids[n]
-        elif self._stat is not None:
-            same = stat_now() == self._stat
-        else:
-            return
+            raise _changed(n)
+        if n in self._uids:
+            return Check(n, self._uids[n])
+        if self._stat is not None:
+            return Check(n, None)
+        return None
+
+    def checked(self, check: Check, now: bytes | tuple[int, int]) -> None:
+        """The server's answer to ``check`` (``UIDL n``'s id, or STAT).
+
+        Raises:
+            ConnectionLost: the maildrop changed; nothing was repeated.
+        """
+        same = now == (check.uid if check.uid is not None else self._stat)
         if not same:
             self._changed = True
-            raise ConnectionLost(
-                "the POP3 session was replaced and the mailbox changed meanwhile, "
-                f"so message {n} may now be another message; the command was not "
-                "repeated. Call stat() or uidl() again."
-            )
+            raise _changed(check.number)
+
+
+class Check(NamedTuple):
+    """What to compare before a number is used on a new session."""
+
+    number: int
+    uid: bytes | None  # the message's unique id as seen; None: compare STAT
+
+
+def _changed(n: int) -> ConnectionLost:
+    return ConnectionLost(
+        "the POP3 session was replaced and the mailbox changed meanwhile, "
+        f"so message {n} may now be another message; the command was not "
+        "repeated. Call stat() or uidl() again."
+    )
 
 
 def _number(which: str) -> int:

@@ -39,6 +39,8 @@ __all__ = [
     "PopWire",
     "ends_session",
     "is_eof",
+    "out_of_step",
+    "redact",
     "refused_greeting",
     "stls_failure",
     "stls_injected",
@@ -134,11 +136,7 @@ class PopWire:
         return line
 
     def _redact(self, data: bytes) -> bytes:
-        if data.upper().startswith(b"PASS "):
-            return b"PASS " + _REDACTED
-        for secret in self._secrets:
-            data = data.replace(secret, _REDACTED)
-        return scrub_bytes(data)
+        return redact(data, self._secrets)
 
     def _putline(self, line: bytes) -> None:
         # poplib's own, but its debug output never shows a token or password.
@@ -147,11 +145,7 @@ class PopWire:
         if self._reader is not None and self._reader.pending:
             # POP3 answers every command once, and nothing else: data before
             # a command means the replies are out of step with the commands.
-            raise ProtocolError(
-                f"{self._where} sent {self._reader.pending} bytes that answer no "
-                "command; its replies are out of step with the commands, so the "
-                "connection was closed"
-            )
+            raise out_of_step(self._where, self._reader.pending)
         if self._debugging > 1:
             print("*put*", repr(self._redact(line)))
         sys.audit("poplib.putline", self, line)
@@ -262,6 +256,26 @@ def text(value: object) -> str:
     if isinstance(value, bytes):
         return shown(value)
     return scrub(str(value))
+
+
+def redact(data: bytes, secrets: list[bytes]) -> bytes:
+    """``data`` (a line sent or received) without a password or a secret."""
+    if data.upper().startswith(b"PASS "):
+        return b"PASS " + _REDACTED
+    for secret in secrets:
+        data = data.replace(secret, _REDACTED)
+    return scrub_bytes(data)
+
+
+def out_of_step(where: str, pending: int) -> ProtocolError:
+    """Bytes came before a command: POP3 answers every command once, and nothing else.
+
+    So the replies are out of step with the commands.
+    """
+    return ProtocolError(
+        f"{where} sent {pending} bytes that answer no command; its replies are out "
+        "of step with the commands, so the connection was closed"
+    )
 
 
 def translate(
