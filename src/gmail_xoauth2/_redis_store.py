@@ -228,7 +228,7 @@ class RedisTokenStore:
         """
         owner = secrets.token_hex(16)
         deadline = time.monotonic() + self._lock_wait
-        pause = 0.02
+        pause = 0.002
         while True:
             with self._reaching("taking the refresh lock"):
                 taken = self._redis.set(
@@ -244,7 +244,7 @@ class RedisTokenStore:
                     retryable=True,
                 )
             self._sleep(min(pause, left))
-            pause = min(pause * 2, 0.25)
+            pause = min(pause * 2, 0.1)
         _log.debug("took the refresh lock of %s", self.account)
         try:
             yield
@@ -270,7 +270,7 @@ class RedisTokenStore:
         except _ERRORS as exc:
             raise TokenError(
                 f"Redis ({self._where}) could not be reached while {doing} "
-                f"({type(exc).__name__}); the token is refreshed once Redis is back",
+                f"({type(exc).__name__}); try again once Redis is back",
                 retryable=True,
             ) from exc
         except redis.exceptions.RedisError as exc:

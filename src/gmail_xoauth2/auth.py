@@ -48,7 +48,7 @@ from ._oauth import (
 )
 from ._store import TokenFile, format_expiry, parse_expiry, token_of
 from ._tokens import Clock, utcnow
-from .errors import ConfigurationError, TokenError
+from .errors import ConfigurationError, TokenError, TokenRevokedError
 from .sasl import IMAP_ADMIN_SCOPE, MAIL_SCOPE
 from .stores import TokenStore, TokenStores, describe_store
 
@@ -467,26 +467,35 @@ class GoogleTokenProvider:
         if self._store is None:
             return self._refresh_remote()
         store = self._store
+        # Look before locking: a token another process refreshed is adopted
+        # in one read. Safe without the lock, as records only move forward
+        # (every save is a compare-and-set on the record it replaces).
+        adopted = self._adopt_stored(store.load(), rejected)
+        if adopted is not None:
+            return adopted
         with store.locked():
-            data = store.load()
-            if data is None:
-                # An empty store: this provider's credentials seed it.
-                data = {}
-            stored_token = data.get("token")
-            stored_expiry = parse_expiry(data.get("expiry"))
-            if (
-                isinstance(stored_token, str)
-                and stored_token
-                and stored_token != rejected
-                and stored_token != self._token
-                and self._fresh(self._clock(), stored_expiry)
-            ):
-                _log.debug("using the token another process refreshed")
-                self._adopt(data, stored_token, stored_expiry)
-                return stored_token
+            data = store.load() or {}  # empty: this provider's credentials seed it
+            adopted = self._adopt_stored(data, rejected)
+            if adopted is not None:
+                return adopted
             self._adopt_refresh_token(data)
             replacing = token_of(data)
-            token = self._refresh_remote()
+            try:
+                token = self._refresh_remote()
+            except TokenRevokedError:
+                # A refresh token that rotates may have been used and replaced
+                # by a holder whose lock had expired: follow the store.
+                again = store.load()
+                if not again or again.get("refresh_token") == data.get("refresh_token"):
+                    raise
+                _log.debug("the refresh token was rotated meanwhile; following it")
+                adopted = self._adopt_stored(again, rejected)
+                if adopted is not None:
+                    return adopted
+                data = again
+                self._adopt_refresh_token(data)
+                replacing = token_of(data)
+                token = self._refresh_remote()
             # google-auth writes empty fields ("account": ""): they must not
             # blank what the record says.
             fresh = json.loads(self._credentials.to_json())
@@ -498,6 +507,26 @@ class GoogleTokenProvider:
             # for this process, the store keeps the newer.
             store.save(data, replacing=replacing)
             return token
+
+    def _adopt_stored(
+        self, data: Mapping[str, object] | None, rejected: str | None
+    ) -> str | None:
+        """Adopt the stored token if it is another, valid one; return it."""
+        if not data:
+            return None
+        token = data.get("token")
+        expiry = parse_expiry(data.get("expiry"))
+        if (
+            isinstance(token, str)
+            and token
+            and token != rejected
+            and token != self._token
+            and self._fresh(self._clock(), expiry)
+        ):
+            _log.debug("using the token another process refreshed")
+            self._adopt(data, token, expiry)
+            return token
+        return None
 
     def _adopt(
         self, data: Mapping[str, object], token: str, expiry: datetime | None

@@ -743,8 +743,8 @@ def test_an_outage_keeps_a_valid_token_fails_retryable_then_heals(
         assert caught.value.retryable is True
         assert str(caught.value) == (
             f"Redis (redis 127.0.0.1:{redis_server.port}/0) could not be reached "
-            f"while taking the refresh lock of {ANN} (ConnectionError); "
-            "the token is refreshed once Redis is back"
+            f"while reading the token of {ANN} (ConnectionError); "
+            "try again once Redis is back"
         )
     assert google.request_count(**REFRESHES) == 0
 
