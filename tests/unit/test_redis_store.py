@@ -441,6 +441,57 @@ def test_a_refresh_that_outlived_its_lock_does_not_overwrite_the_next_holder(
     assert raw.exists(store.lock_key) == 0
 
 
+class _InterleavedStore(RedisTokenStore):
+    """Runs ``meanwhile`` right after its 3rd load: ``for_user``'s, the
+    provider's look before locking, then the one under the lock."""
+
+    meanwhile: Callable[[], None] | None = None
+    loads = 0
+
+    def load(self) -> dict[str, object] | None:
+        data = super().load()
+        self.loads += 1
+        if self.loads == 3 and self.meanwhile is not None:
+            self.meanwhile()
+        return data
+
+
+def test_a_holder_whose_refresh_token_was_rotated_meanwhile_follows_the_store(
+    redis_server: RedisServer,
+    raw: redis.Redis,
+    google: FakeGoogle,
+    clock: ManualClock,
+    tmp_path: Path,
+) -> None:
+    # Holder A loads the record under its lock; its lock expires; holder B
+    # takes over, refreshes (Google rotates the refresh token and retires the
+    # one A holds) and saves. A's refresh then gets invalid_grant: it must
+    # follow the store, not report the account as revoked.
+    google.rotate_refresh_tokens = True
+    store = _store(redis_server, lock_ttl=30)
+    _seed(store, google, tmp_path, expired=True)
+    slow = _InterleavedStore(redis_server.url, account=ANN, socket_timeout=1.0)
+    b = _provider(store, ANN, clock)
+    b_tokens: list[str] = []
+
+    def b_takes_over() -> None:
+        _gone(raw, store.lock_key)  # A's lock expires
+        b_call = _Call(b.token)
+        b_call.start()
+        b_tokens.append(b_call.value())
+
+    slow.meanwhile = b_takes_over
+    a = _provider(slow, ANN, clock)
+    token = a.token()
+    assert b_tokens and token == b_tokens[0]
+    # B's refresh, then A's with the retired token (invalid_grant): two
+    # requests, and A adopted what B stored instead of failing.
+    assert google.request_count(**REFRESHES) == 2
+    stored = store.load()
+    assert stored is not None and stored["token"] == token
+    assert google.lookup(token) is not None
+
+
 # -- rotated refresh tokens ---------------------------------------------------
 
 
