@@ -65,6 +65,7 @@ def test_every_example_is_tested() -> None:
         "read_newest.py",
         "send_with_attachment.py",
         "watch_inbox.py",
+        "watch_many_async.py",
         "archive_mailbox.py",
         "with_imapclient.py",
         "with_imap_tools.py",
@@ -168,6 +169,38 @@ def test_watch_inbox_survives_a_session_end(gmail: FakeGmail, token_file: Path) 
         stderr = proc.stderr.read()
         assert proc.wait(timeout=30) == 0, stderr
     assert gmail.connection_count("imap") >= 2
+
+
+def test_watch_many_async_reports_each_message_once_across_session_ends(
+    gmail: FakeGmail, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.mkdir(mode=0o700)
+    for user in (ALICE, BOB):
+        gmail.google.write_authorized_user_file(tokens / f"{user}.json", user)
+    gmail.deliver(ALICE, message("old news"))
+    client = gmail.google.write_client_secrets_file(tmp_path / "client.json")
+    argv = [sys.executable, str(EXAMPLES / "watch_many_async.py"), ALICE, BOB]
+    argv += ["--tokens", str(tokens), "--client", str(client)]
+    argv += ["--handshakes", "1", "--max-messages", "3", *imap_args(gmail)]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == "Watching 2 accounts\n"
+        gmail.deliver(BOB, message("to bob", sender=ALICE, to=BOB))
+        assert proc.stdout.readline() == f"{BOB}: new message 1: {ALICE} - to bob\n"
+        # Gmail ends both sessions; each watch reconnects and goes on.
+        assert gmail.end_sessions(ALICE, "imap") >= 1
+        assert gmail.end_sessions(BOB, "imap") >= 1
+        gmail.deliver(ALICE, message("to alice"))
+        assert proc.stdout.readline() == f"{ALICE}: new message 2: {BOB} - to alice\n"
+        gmail.deliver(BOB, message("again", sender=ALICE, to=BOB))
+        assert proc.stdout.readline() == f"{BOB}: new message 2: {ALICE} - again\n"
+        assert proc.stdout.readline() == "Stopped after 3 new message(s).\n"
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0, stderr
+    assert gmail.connection_count("imap") >= 4
 
 
 def test_archive_mailbox_with_a_service_account(

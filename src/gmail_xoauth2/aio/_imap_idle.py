@@ -151,6 +151,8 @@ class AsyncIdler:
         finally:
             for task in (reader, stopper):
                 task.cancel()
+            # Let them finish before the stream is read again.
+            await asyncio.gather(reader, stopper, return_exceptions=True)
         return reader in done
 
     def _session_due(self) -> bool:
@@ -327,6 +329,17 @@ class AsyncWatcher:
         return self
 
     async def __aenter__(self) -> AsyncWatcher:
+        """Select the mailbox and note where "new" begins (as the sync watch()
+        does when it returns), so mail that arrives from now on is reported."""
+        if not self._started:
+            try:
+                await self._start()
+            except BaseException as exc:
+                self._finish()
+                scrub_exception(exc)
+                if isinstance(exc, Error):
+                    raise_as_imap(exc)
+                raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -419,11 +432,11 @@ class AsyncWatcher:
     async def _wait(self) -> None:
         imap = self._imap
         if "IDLE" in imap.capabilities:
-            async with imap.idle() as idler:
+            idler = imap.idle()
+            idler._stopped = self._stop  # the watch's stop ends the wait at once
+            async with idler:
                 self._idler = idler
                 try:
-                    if self._stop.is_set():
-                        idler.stop()
                     async for typ, _ in idler:
                         if typ in ("EXISTS", "UIDVALIDITY"):
                             break

@@ -147,11 +147,12 @@ class Stream:
         while not (self._buf or self._eof or self._error is not None):
             if self._paused:
                 self._resume(force=True)
-            self._waiter = asyncio.get_running_loop().create_future()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                await waiter
             finally:
-                self._waiter = None
+                if self._waiter is waiter:
+                    self._waiter = None
 
     async def _wait(self, want: int = 0) -> None:
         if self._error is not None:
@@ -161,13 +162,14 @@ class Stream:
         self._want = want
         if self._paused:
             self._resume(force=True)
-        loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
+        # One waiter at a time; a cancelled one must not clear its successor.
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await self._waiter
+            await waiter
         finally:
-            self._waiter = None
-            self._want = 0
+            if self._waiter is waiter:
+                self._waiter = None
+                self._want = 0
 
     def _wake(self) -> None:
         waiter = self._waiter
