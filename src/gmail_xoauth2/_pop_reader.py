@@ -200,20 +200,21 @@ class Body:
             LimitExceeded: more than ``Limits.literal_bytes`` bytes or
                 ``Limits.response_lines`` lines.
         """
-        lines = self.lines
-        if line == b".":
-            self._meter.count(len(lines))
-            return True
-        # RFC 1939 section 3: a line starting with "." is sent with one more.
-        if line.startswith(b".."):
-            size -= 1
-            line = line[1:]
-        self.octets += size
-        if self.octets > self._most_bytes:
+        if line[:1] == b".":
+            if line == b".":
+                self._meter.count(len(self.lines))
+                return True
+            # RFC 1939 section 3: a line starting with "." is sent with one more.
+            if line[1:2] == b".":
+                size -= 1
+                line = line[1:]
+        octets = self.octets = self.octets + size
+        if octets > self._most_bytes:
             raise self._meter.too_large(
                 f"a multi-line reply of more than {self._most_bytes} bytes",
                 "literal_bytes",
             )
+        lines = self.lines
         if len(lines) >= self._most_lines:
             self._meter.count(len(lines) + 1)  # raises
         lines.append(line)
