@@ -31,6 +31,7 @@ __all__ = [
     "MeteredSocket",
     "ReplyFramer",
     "SMTPReplyMeter",
+    "check_reply",
     "read_reply",
 ]
 
@@ -241,6 +242,27 @@ def read_reply(
             show(data)
         if framer.feed(data):
             return (*framer.reply(), framer.received)
+
+
+def check_reply(meter: ReplyMeter, code: int, text: bytes) -> None:
+    """Check a reply framed by another reader (aiosmtplib's) as :func:`read_reply`
+    checks one off the wire: its code from 200 to 599, all its lines together
+    within ``Limits.line_bytes``, their number within ``Limits.response_lines``.
+
+    ``text`` is the reply's lines joined by ``\\n``, as both smtplib and
+    aiosmtplib return it. The lines are framed again, so the count of bytes is
+    the text's (the reader stripped the blanks at the ends of lines).
+
+    Raises:
+        ProtocolError: the code is not an SMTP reply code.
+        LimitExceeded: the reply passed ``line_bytes`` or ``response_lines``.
+    """
+    framer = ReplyFramer(meter)
+    lines = text.split(b"\n")
+    last = len(lines) - 1
+    for index, line in enumerate(lines):
+        mark = b" " if index == last else b"-"
+        framer.feed(b"%d%s%s\r\n" % (code, mark, line))
 
 
 class BoundedReplies(smtplib.SMTP):
