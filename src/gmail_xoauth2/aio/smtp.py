@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from email.message import Message
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
@@ -29,26 +28,20 @@ from .._constants import GMAIL_SMTP_HOST
 from .._limits import DEFAULT_LIMITS, Limits
 from .._mailconn import Dead
 from .._reconnect import Attempts
-from .._redact import get_logger, scrub, scrub_exception
+from .._redact import get_logger, scrub_exception
 from .._session import SessionDeadline
 from .._smtp_errors import (
     SMTPConnectionLost,
     SMTPInsecureConnection,
-    SMTPLimitExceeded,
-    SMTPProtocolError,
 )
 from .._smtp_policy import (
-    after_lost,
     bad_certificate,
-    ends_session,
     no_starttls,
     not_sent,
-    quote,
     refusal,
     starttls_refused,
-    timed_out,
 )
-from .._smtp_reply import SMTPReplyMeter, check_reply
+from .._smtp_reply import SMTPReplyMeter
 from .._smtp_sasl import SaslExchange, check_mechanism
 from .._tokens import Clock, TokenProvider
 from ..errors import (
@@ -59,6 +52,7 @@ from ..errors import (
     ProtocolError,
     Timeout,
 )
+from ._smtp_replies import BoundedSMTP, Wait
 from ._tokens import AsyncTokens, AsyncTokenSource, as_async_tokens
 
 __all__ = ["SMTP"]
@@ -67,11 +61,10 @@ _log = get_logger("gmail_xoauth2.smtp")
 
 _SUBMISSION_PORT = 587
 _INVALID = -1  # aiosmtplib's code for a reply it could not read
-_Timeout = float | Literal[Default.token] | None
 _Sent = tuple[dict[str, SMTPResponse], str]
 
 
-class SMTP(aiosmtplib.SMTP):
+class SMTP(BoundedSMTP):
     """An :class:`aiosmtplib.SMTP` logging in with OAuth 2.0, surviving session ends.
 
     The asyncio twin of :class:`gmail_xoauth2.SMTP`, with its arguments and
@@ -299,128 +292,6 @@ class SMTP(aiosmtplib.SMTP):
             self.close()
             raise
 
-    # -- replies: checked, scrubbed, their failures translated once ----------
-
-    async def execute_command(
-        self, *args: bytes, timeout: _Timeout = Default.token
-    ) -> SMTPResponse:
-        """aiosmtplib's, with every reply checked against the Limits and scrubbed.
-
-        Raises:
-            ProtocolError: the reply is not SMTP (the connection is closed).
-            LimitExceeded: the reply is too large (the connection is closed).
-        """
-        try:
-            reply = await super().execute_command(*args, timeout=timeout)
-            return self._checked(reply)
-        except (aiosmtplib.SMTPResponseException, Error) as exc:
-            if isinstance(exc, aiosmtplib.SMTPResponseException):
-                if exc.code != _INVALID:
-                    raise
-                error: Exception = self._unreadable(exc)
-            else:
-                error = exc
-            self.close()
-            if self._sending and args[:1] == (b"RSET",):
-                # aiosmtplib's own reset after a refusal: a broken reply to it
-                # must not hide the refusal, so it is the disconnect it ignores.
-                raise aiosmtplib.SMTPServerDisconnected(str(error)) from exc
-            if error is exc:
-                raise
-            raise error from exc
-
-    def _checked(self, reply: SMTPResponse) -> SMTPResponse:
-        """``reply`` checked against the Limits and scrubbed of every secret."""
-        try:
-            check_reply(
-                self._meter,
-                reply.code,
-                reply.message.encode("utf-8", "surrogateescape"),
-            )
-        except Error:
-            self.close()
-            raise
-        return SMTPResponse(reply.code, scrub(reply.message))
-
-    def _unreadable(self, exc: aiosmtplib.SMTPResponseException) -> ProtocolError:
-        """Ours for a reply aiosmtplib could not read (code -1)."""
-        if "too long" in exc.message:
-            return SMTPLimitExceeded(
-                f"{self._where} sent a reply longer than aiosmtplib reads (a line "
-                "of 8 KiB, a reply of 32 KiB); the connection was closed"
-            )
-        return SMTPProtocolError(
-            f"{self._where} sent something that is not an SMTP reply "
-            f"({quote(exc.message)}); the connection was closed"
-        )
-
-    @asynccontextmanager
-    async def _step(self, doing: str) -> AsyncIterator[None]:
-        """Translate aiosmtplib and socket failures once, scrubbed of every secret."""
-        try:
-            yield
-        except BaseException as exc:
-            scrub_exception(exc)
-            error = self._translate(exc, doing)
-            if self._sending and isinstance(error, Dead | ProtocolError | Timeout):
-                # Dead means "try again": never once the final dot went out.
-                error = after_lost(error, dot_sent=self._dot_sent, server=self._server)
-            if error is exc:
-                raise
-            scrub_exception(error)
-            raise error from exc
-
-    def _translate(self, exc: BaseException, doing: str) -> BaseException:
-        """What ``exc`` becomes; a dead connection becomes Dead."""
-        if isinstance(exc, Error | Dead):
-            return exc
-        if isinstance(exc, TimeoutError):  # aiosmtplib's timeouts are too
-            self.close()
-            return timed_out(self._where, doing, self.timeout)
-        if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == _INVALID:
-            self.close()
-            return self._unreadable(exc)
-        cause = exc.__cause__
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            self.close()
-            return bad_certificate(self._where, cause.verify_message)
-        if isinstance(exc, aiosmtplib.SMTPResponseException):
-            try:  # aiosmtplib reads any three digits as a code
-                check_reply(
-                    self._meter, exc.code, exc.message.encode("utf-8", "replace")
-                )
-            except Error as bad:
-                self.close()
-                return bad
-        if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
-            self.close()
-            return refusal(exc.code, exc.message, doing)
-        if isinstance(exc, aiosmtplib.SMTPResponseException):
-            # After the final dot a reply is the verdict on the message: it goes
-            # to the caller and nothing is sent again.
-            if not self._dot_sent and ends_session(exc.code, exc.message):
-                self.close()
-                return Dead(
-                    f"the server ended the session: {exc.code} {quote(exc.message)}"
-                )
-            return exc
-        if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-            if any(ends_session(e.code, e.message) for e in exc.recipients):
-                self.close()
-                return Dead("the server ended the session during RCPT")
-            return exc
-        if isinstance(
-            exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPConnectError
-        ):
-            self.close()
-            return Dead(f"{quote(str(exc))} during {doing}")
-        if isinstance(exc, ssl.SSLError):
-            return exc  # the STARTTLS handshake: the caller knows what it means
-        if isinstance(exc, OSError | EOFError):
-            self.close()
-            return Dead(f"{type(exc).__name__} during {doing}")
-        return exc
-
     async def _exits(self, work: Any) -> None:
         """Await ``work``; what leaves is scrubbed, and never the internal Dead."""
         try:
@@ -493,7 +364,7 @@ class SMTP(aiosmtplib.SMTP):
         *,
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
-        timeout: _Timeout = Default.token,
+        timeout: Wait = Default.token,
     ) -> _Sent:
         """Send as :meth:`aiosmtplib.SMTP.sendmail` does, surviving session ends.
 
@@ -525,7 +396,7 @@ class SMTP(aiosmtplib.SMTP):
         message: str | bytes,
         mail_options: list[str],
         rcpt_options: list[str],
-        timeout: _Timeout,
+        timeout: Wait,
     ) -> _Sent:
         self._dot_sent = False
         self._sending = True
@@ -543,7 +414,7 @@ class SMTP(aiosmtplib.SMTP):
             self._sending = False
 
     async def data(
-        self, message: str | bytes, /, *, timeout: _Timeout = Default.token
+        self, message: str | bytes, /, *, timeout: Wait = Default.token
     ) -> SMTPResponse:
         """DATA (aiosmtplib's), noting when the message's final dot went out.
 
@@ -588,7 +459,7 @@ class SMTP(aiosmtplib.SMTP):
         recipients: str | Sequence[str] | None = None,
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
-        timeout: _Timeout = Default.token,
+        timeout: Wait = Default.token,
     ) -> _Sent:
         """Send a message object as :meth:`aiosmtplib.SMTP.send_message` does."""
         async with self._lock:
@@ -606,19 +477,19 @@ class SMTP(aiosmtplib.SMTP):
         except Dead as exc:  # the EHLO before the send (sendmail's are its own)
             raise not_sent(exc, reconnect=self._reconnect) from exc
 
-    async def noop(self, *, timeout: _Timeout = Default.token) -> SMTPResponse:
+    async def noop(self, *, timeout: Wait = Default.token) -> SMTPResponse:
         """NOOP on a live connection: a dead, ended or expiring one is replaced."""
         async with self._lock:
             return await self._harmless("NOOP", super().noop, timeout)
 
-    async def rset(self, *, timeout: _Timeout = Default.token) -> SMTPResponse:
+    async def rset(self, *, timeout: Wait = Default.token) -> SMTPResponse:
         """RSET on a live connection: a dead, ended or expiring one is replaced."""
         if self._sending:
             return await super().rset(timeout=timeout)  # aiosmtplib's, in a send
         async with self._lock:
             return await self._harmless("RSET", super().rset, timeout)
 
-    async def _harmless(self, what: str, call: Any, timeout: _Timeout) -> SMTPResponse:
+    async def _harmless(self, what: str, call: Any, timeout: Wait) -> SMTPResponse:
         """Run a command that changes nothing on the server, surviving session ends."""
         await self._before_send()
         try:
@@ -634,7 +505,7 @@ class SMTP(aiosmtplib.SMTP):
         except Dead as exc:
             raise SMTPConnectionLost(f"{exc}, again after reconnecting") from exc
 
-    async def quit(self, *, timeout: _Timeout = Default.token) -> SMTPResponse:
+    async def quit(self, *, timeout: Wait = Default.token) -> SMTPResponse:
         """QUIT and close; a connection the server already closed, or whose
         answer to QUIT is broken (not SMTP, too large, too slow), just closes."""
         try:
@@ -644,17 +515,6 @@ class SMTP(aiosmtplib.SMTP):
             pass
         self.close()
         return SMTPResponse(221, "connection already closed")
-
-    def close(self) -> None:
-        """Drop the connection at once, as the sync class closes its socket.
-
-        Every command has had its reply by then, so nothing is lost; a broken
-        or hostile server does not get to hold a TLS shutdown open.
-        """
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.abort()
-        super().close()
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "closed"
