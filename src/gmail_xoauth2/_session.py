@@ -41,11 +41,15 @@ class SessionDeadline:
         """The moment from which :meth:`due` is True, or None if never."""
         return self._deadline
 
-    def start(self, provider: TokenProvider) -> None:
-        """Record a new session, authenticated with ``provider``'s current token."""
+    def start(
+        self, provider: TokenProvider | None = None, *, expiry: datetime | None = None
+    ) -> None:
+        """Record a new session, authenticated with ``provider``'s current token
+        (or a token that expires at ``expiry``)."""
         now = self._clock()
         candidates = []
-        expiry = token_expiry(provider)
+        if provider is not None:
+            expiry = token_expiry(provider)
         if expiry is not None:
             candidates.append(expiry - self._margin)
         if self._session_limit is not None:

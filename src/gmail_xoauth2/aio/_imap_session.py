@@ -28,6 +28,7 @@ from ..errors import (
     ConnectionLost,
     Error,
     InsecureConnection,
+    LimitExceeded,
     ProtocolError,
     Timeout,
     TooManyConnections,
@@ -134,6 +135,11 @@ class AsyncSession:
         stream = self._stream
         if stream is None:
             return "not connected"
+        if not stream.buffered and stream.peek_unasked():
+            # The socket holds bytes the loop has not delivered yet (a BYE, a
+            # close): two turns of the loop read and decrypt them.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
         while stream.has_line():
             self._meter.start()
             response = await self._read()
@@ -145,7 +151,7 @@ class AsyncSession:
             self._absorb(response)
             if response.typ == "BYE":
                 return f"BYE {response.pieces[0][1]!r}"
-        if stream.at_eof or (stream.peek_unasked() and not stream.buffered):
+        if stream.at_eof:
             return "the connection was closed"
         return None
 
@@ -219,12 +225,18 @@ class AsyncSession:
         self.untagged_responses = {}
         self.capabilities = ()
         self._meter.start()
-        greeting = await self._read()
+        not_imap = ProtocolError(
+            f"{self._where} did not greet like an IMAP server: is it the IMAP "
+            "port, and is the TLS mode (starttls) right?"
+        )
+        try:
+            greeting = await self._read()
+        except LimitExceeded:
+            raise
+        except ProtocolError as exc:  # "+OK Gpop ready", "220 ESMTP", garbage
+            raise not_imap from exc
         if greeting.kind != "untagged" or greeting.typ not in ("OK", "PREAUTH", "BYE"):
-            raise ProtocolError(
-                f"{self._where} did not greet like an IMAP server: is it the IMAP "
-                "port, and is the TLS mode (starttls) right?"
-            )
+            raise not_imap
         text = greeting.pieces[0][1]
         if greeting.typ == "BYE":
             # RFC 3501 7.1.5: there but unavailable; back off and try again.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import ssl
 
 __all__ = ["Stream", "StreamClosed"]
@@ -100,13 +101,25 @@ class Stream:
 
     def has_line(self) -> bool:
         """True when a whole line is buffered (reading it will not wait)."""
-        return self._buf.find(b"\n", self._scan) >= 0 or (
-            self._scan > 0 and b"\n" in self._buf
-        )
+        return self._buf.find(b"\n", self._scan) >= 0
 
     def peek_unasked(self) -> bool:
-        """True when the peer sent something, or closed, with nothing asked."""
-        return bool(self._buf) or self._eof or self._error is not None
+        """True when the peer sent something, or closed, with nothing asked.
+
+        Looks at the socket too (no round trip, as the sync classes' select()),
+        so a goodbye that arrived since the loop last ran counts.
+        """
+        if self._buf or self._eof or self._error is not None:
+            return True
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     async def readline(self, limit: int) -> bytes:
         """The next line, with its line end (LF); at most ``limit`` bytes before it.
