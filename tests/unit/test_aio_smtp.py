@@ -158,7 +158,7 @@ def test_bad_token_challenge_is_answered_then_refreshed_once(
     assert (error.protocol, error.mechanism, error.status) == ("smtp", mechanism, "400")
     assert error.scope == MAIL_SCOPE
     assert error.server_text.startswith("535 5.7.8 Username and Password not accepted")
-    assert isinstance(error, aiosmtplib.SMTPException) is False  # smtplib's
+    assert not isinstance(error, aiosmtplib.SMTPException)  # the sync class's
     wire = [(line.direction, line.data) for line in gmail.transcript("smtp", 1)]
     challenges = [i for i, x in enumerate(wire) if x == ("S", b"334 " + CHALLENGE)]
     assert len(challenges) == 2  # the first try and the one retry
@@ -238,7 +238,7 @@ def test_proactive_reconnect_before_the_token_expires(
 
     run(main())
     assert client_lines(gmail, 1)[-1].upper() == b"QUIT"
-    assert commands(gmail, b"MAIL") == commands(gmail, b"MAIL")[:1]
+    assert len(commands(gmail, b"MAIL")) == 1  # sent once, on the new connection
     assert client_lines(gmail, 2)[:2] == [
         EHLO,
         b"AUTH XOAUTH2 " + xoauth2_string(ALICE, provider.issued[-1]).encode(),
