@@ -43,7 +43,7 @@ from .._smtp_policy import (
 )
 from .._smtp_reply import SMTPReplyMeter
 from .._smtp_sasl import SaslExchange, check_mechanism
-from .._tokens import Clock, TokenProvider
+from .._tokens import Clock
 from ..errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -272,8 +272,7 @@ class SMTP(BoundedSMTP):
                 # The server closed the connection after the first rejection.
                 await self._open()
                 await self._authenticate(token)
-        # SessionDeadline reads only the provider's expiry.
-        self._deadline.start(cast(TokenProvider, self._tokens))
+        self._deadline.start(expiry=self._tokens.expiry)
 
     async def _authenticate(self, token: str) -> None:
         """AUTH with the initial response (RFC 4954): one round trip."""
