@@ -7,16 +7,18 @@ import logging
 import select
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
+from typing import NamedTuple
 
 from . import sasl
-from ._backoff import Backoff
+from ._backoff import Backoff, sleep_async
 from ._reconnect import Attempts
 from ._redact import get_logger, remember
 from ._tokens import TokenProvider
 from .errors import (
     AuthenticationFailed,
     ChallengeDecodeError,
+    ConnectionLost,
     Timeout,
 )
 
@@ -25,8 +27,11 @@ __all__ = [
     "decode_challenge",
     "initial_response",
     "login",
+    "login_async",
+    "login_plan",
     "peer_closed",
     "reconnect",
+    "reconnect_async",
     "too_many_message",
 ]
 
@@ -96,6 +101,59 @@ def peer_closed(sock: socket.socket | None) -> bool:
     return bool(readable)
 
 
+# The steps of a login plan: the driver performs each and sends back its result.
+OPEN = "open a connection"
+PEER_CLOSED = "did the server close it?"
+ABANDON = "abandon the connection"
+
+
+class Token(NamedTuple):
+    """Step: get a token (a fresh one with ``force_refresh``)."""
+
+    force_refresh: bool
+
+
+class Authenticate(NamedTuple):
+    """Step: run the SASL exchange with ``token`` (raises AuthenticationFailed)."""
+
+    token: str
+
+
+Step = str | Token | Authenticate
+
+
+def login_plan(where: str, logger: logging.Logger) -> Generator[Step, object, None]:
+    """How POP3 and SMTP log in, free of I/O; a rejected token is refreshed once.
+
+    The second attempt runs on the same connection when the server kept it
+    open, else on a new one. A second rejection is raised: a token just
+    refreshed and still refused will not be accepted by trying again.
+    Driven by :func:`login` (sync) and :func:`login_async`.
+    """
+    yield OPEN
+    token = yield Token(force_refresh=False)
+    try:
+        yield Authenticate(str(token))
+        return
+    except AuthenticationFailed as exc:
+        logger.debug(
+            "%s rejected the token (status %s); refreshing it and trying once more",
+            where,
+            exc.status,
+        )
+    token = yield Token(force_refresh=True)
+    if (yield PEER_CLOSED):
+        yield ABANDON
+        yield OPEN
+    try:
+        yield Authenticate(str(token))
+    except Dead:
+        # The server closed the connection after the first rejection.
+        yield ABANDON
+        yield OPEN
+        yield Authenticate(str(token))
+
+
 def login(
     tokens: TokenProvider,
     *,
@@ -106,36 +164,84 @@ def login(
     where: str,
     logger: logging.Logger = _log,
 ) -> None:
-    """Open a connection and log in; a rejected token is refreshed once.
-
-    The second attempt runs on the same connection when the server kept it
-    open, else on a new one. A second rejection is raised: a token just
-    refreshed and still refused will not be accepted by trying again.
+    """Run :func:`login_plan` with blocking I/O.
 
     Raises:
         AuthenticationFailed: the refreshed token was rejected too.
     """
-    open_connection()
-    try:
-        authenticate(tokens.token())
-        return
-    except AuthenticationFailed as exc:
-        logger.debug(
-            "%s rejected the token (status %s); refreshing it and trying once more",
-            where,
-            exc.status,
-        )
-    token = tokens.token(force_refresh=True)
-    if peer_closed():
-        abandon()
-        open_connection()
-    try:
-        authenticate(token)
-    except Dead:
-        # The server closed the connection after the first rejection.
-        abandon()
-        open_connection()
-        authenticate(token)
+
+    def perform(step: Step) -> object:
+        if isinstance(step, Token):
+            return tokens.token(force_refresh=step.force_refresh)
+        if isinstance(step, Authenticate):
+            authenticate(step.token)
+        elif step == OPEN:
+            open_connection()
+        elif step == PEER_CLOSED:
+            return peer_closed()
+        else:
+            abandon()
+        return None
+
+    plan = login_plan(where, logger)
+    result: object = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = plan.send(result) if error is None else plan.throw(error)
+        except StopIteration:
+            return
+        finally:
+            error = None
+        try:
+            result = perform(step)
+        except BaseException as exc:
+            result, error = None, exc
+
+
+async def login_async(
+    token: Callable[[bool], Awaitable[str]],
+    *,
+    open_connection: Callable[[], Awaitable[object]],
+    authenticate: Callable[[str], Awaitable[None]],
+    peer_closed: Callable[[], Awaitable[bool]],
+    abandon: Callable[[], object],
+    where: str,
+    logger: logging.Logger = _log,
+) -> None:
+    """Run :func:`login_plan` on the event loop (the asyncio POP3 and SMTP).
+
+    Raises:
+        AuthenticationFailed: the refreshed token was rejected too.
+    """
+
+    async def perform(step: Step) -> object:
+        if isinstance(step, Token):
+            return await token(step.force_refresh)
+        if isinstance(step, Authenticate):
+            await authenticate(step.token)
+        elif step == OPEN:
+            await open_connection()
+        elif step == PEER_CLOSED:
+            return await peer_closed()
+        else:
+            abandon()
+        return None
+
+    plan = login_plan(where, logger)
+    result: object = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = plan.send(result) if error is None else plan.throw(error)
+        except StopIteration:
+            return
+        finally:
+            error = None
+        try:
+            result = await perform(step)
+        except BaseException as exc:
+            result, error = None, exc
 
 
 def reconnect(
@@ -145,19 +251,23 @@ def reconnect(
     *,
     where: str,
     logger: logging.Logger = _log,
+    lost: Callable[[str], Exception] = ConnectionLost,
 ) -> None:
     """Call ``connect`` until it succeeds, backing off while the server is away.
 
-    A rejected token or an insecure server is raised at once; too many
-    connections too, unless ``backoff.too_many_connections`` says to wait it
-    out; an unreachable or refusing server is tried again as ``backoff``
+    What each failure leads to is :class:`~gmail_xoauth2._reconnect.Attempts`'
+    decision: a rejected token or an insecure server is raised at once; too
+    many connections too, unless ``backoff.too_many_connections`` says to wait
+    it out; an unreachable or refusing server is tried again as ``backoff``
     allows. Every wait is logged once, at WARNING.
 
     Raises:
         ConnectionLost: the backoff gave up on an unavailable server.
         TooManyConnections: Gmail refused another connection for the user.
     """
-    attempts = Attempts(backoff, where, transient=(Dead, Timeout), logger=logger)
+    attempts = Attempts(
+        backoff, where, transient=(Dead, Timeout), logger=logger, lost=lost
+    )
     while True:
         try:
             connect()
@@ -166,4 +276,30 @@ def reconnect(
             abandon()
             if not isinstance(exc, Exception):
                 raise
-            backoff.sleep(attempts.failed(exc))
+            delay = attempts.failed(exc)
+        backoff.sleep(delay)
+
+
+async def reconnect_async(
+    connect: Callable[[], Awaitable[None]],
+    abandon: Callable[[], object],
+    backoff: Backoff,
+    *,
+    where: str,
+    logger: logging.Logger = _log,
+    lost: Callable[[str], Exception] = ConnectionLost,
+) -> None:
+    """:func:`reconnect` on the event loop: the waits are awaited."""
+    attempts = Attempts(
+        backoff, where, transient=(Dead, Timeout), logger=logger, lost=lost
+    )
+    while True:
+        try:
+            await connect()
+            return
+        except BaseException as exc:
+            abandon()
+            if not isinstance(exc, Exception):
+                raise
+            delay = attempts.failed(exc)
+        await sleep_async(backoff, delay)

@@ -7,23 +7,27 @@ import poplib
 import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar, cast, overload
+from typing import Any, Literal, Self, TypeVar, overload
 
-from .._backoff import Backoff, sleep_async
+from .._backoff import Backoff
 from .._constants import GMAIL_POP_HOST, POP_SESSION_LIMIT
 from .._limits import DEFAULT_LIMITS, Limits
-from .._mailconn import MECHANISMS, Dead, initial_response
+from .._mailconn import (
+    MECHANISMS,
+    Dead,
+    initial_response,
+    login_async,
+    reconnect_async,
+)
 from .._pop_errors import leaving_pop3
 from .._pop_policy import REPEATABLE, Boundary, Rules
 from .._pop_reader import scan_listing, unique_id
 from .._pop_sasl import exchange
 from .._pop_wire import Capabilities, LongResp, refused_greeting
-from .._reconnect import Attempts
 from .._redact import get_logger
 from .._session import SessionDeadline
-from .._tokens import Clock, TokenProvider
+from .._tokens import Clock
 from ..errors import (
-    AuthenticationFailed,
     ConfigurationError,
     ConnectionLost,
     ProtocolError,
@@ -178,30 +182,25 @@ class POP3:
         return conn
 
     async def _connect(self) -> None:
-        """Open a connection and log in, refreshing the token once if rejected.
+        """Open a connection and log in (the shared plan: a rejected token is
+        refreshed once, on the same connection if the server kept it open)."""
 
-        As :func:`gmail_xoauth2._mailconn.login`: the second attempt runs on
-        the same connection when the server kept it open, else on a new one.
-        """
-        conn = await self._open()
-        try:
-            await self._authenticate(conn, await self._tokens.token())
-        except AuthenticationFailed as exc:
-            _log.debug(
-                "%s rejected the token (status %s); refreshing it and trying once more",
-                self._where,
-                exc.status,
-            )
-            token = await self._tokens.token(force_refresh=True)
-            if await self._peer_closed():
-                conn = await self._open()
-            try:
-                await self._authenticate(conn, token)
-            except Dead:
-                # The server closed the connection after the first rejection.
-                await self._authenticate(await self._open(), token)
-        # AsyncTokens tells the expiry the way token_expiry() reads it.
-        self._deadline.start(cast(TokenProvider, self._tokens))
+        async def authenticate(token: str) -> None:
+            conn = self._conn
+            if conn is None:
+                raise Dead("the connection was closed")
+            await self._authenticate(conn, token)
+
+        await login_async(
+            lambda force: self._tokens.token(force_refresh=force),
+            open_connection=self._open,
+            authenticate=authenticate,
+            peer_closed=self._peer_closed,
+            abandon=self._abandon,
+            where=self._where,
+            logger=_log,
+        )
+        self._deadline.start(expiry=self._tokens.expiry)
         self._rules.logged_in()
 
     async def _authenticate(self, conn: Wire, token: str) -> None:
@@ -255,18 +254,9 @@ class POP3:
             reason,
         )
         self._abandon()
-        attempts = Attempts(
-            self._backoff, self._where, transient=(Dead, Timeout), logger=_log
+        await reconnect_async(
+            self._connect, self._abandon, self._backoff, where=self._where, logger=_log
         )
-        while True:
-            try:
-                await self._connect()
-                break
-            except BaseException as exc:
-                self._abandon()
-                if not isinstance(exc, Exception):
-                    raise
-                await sleep_async(self._backoff, attempts.failed(exc))
         # A new session numbers the messages afresh (RFC 1939 section 5).
         self._rules.replaced()
 

@@ -23,11 +23,10 @@ from aiosmtplib import SMTPResponse
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from aiosmtplib.typing import Default
 
-from .._backoff import Backoff, sleep_async
+from .._backoff import Backoff
 from .._constants import GMAIL_SMTP_HOST
 from .._limits import DEFAULT_LIMITS, Limits
-from .._mailconn import Dead
-from .._reconnect import Attempts
+from .._mailconn import Dead, login_async, reconnect_async
 from .._redact import get_logger, scrub_exception
 from .._session import SessionDeadline
 from .._smtp_errors import (
@@ -45,12 +44,10 @@ from .._smtp_reply import SMTPReplyMeter
 from .._smtp_sasl import SaslExchange, check_mechanism
 from .._tokens import Clock
 from ..errors import (
-    AuthenticationFailed,
     ConfigurationError,
     Error,
     LimitExceeded,
     ProtocolError,
-    Timeout,
 )
 from ._smtp_replies import BoundedSMTP, Wait
 from ._tokens import AsyncTokens, AsyncTokenSource, as_async_tokens
@@ -249,29 +246,21 @@ class SMTP(BoundedSMTP):
             ) from exc
 
     async def _connect(self) -> None:
-        """Open a connection and log in; a rejected token is refreshed once.
+        """Open a connection and log in (the shared plan: a rejected token is
+        refreshed once, on the same connection if the server kept it open)."""
 
-        The second attempt runs on the same connection when the server kept it
-        open, else on a new one (as :func:`.._mailconn.login`).
-        """
-        await self._open()
-        try:
-            await self._authenticate(await self._tokens.token())
-        except AuthenticationFailed as exc:
-            _log.debug(
-                "%s rejected the token (status %s); refreshing it and trying once more",
-                self._where,
-                exc.status,
-            )
-            token = await self._tokens.token(force_refresh=True)
-            if not self.is_connected:
-                await self._open()
-            try:
-                await self._authenticate(token)
-            except Dead:
-                # The server closed the connection after the first rejection.
-                await self._open()
-                await self._authenticate(token)
+        async def peer_closed() -> bool:
+            return not self.is_connected
+
+        await login_async(
+            lambda force: self._tokens.token(force_refresh=force),
+            open_connection=self._open,
+            authenticate=self._authenticate,
+            peer_closed=peer_closed,
+            abandon=self.close,
+            where=self._where,
+            logger=_log,
+        )
         self._deadline.start(expiry=self._tokens.expiry)
 
     async def _authenticate(self, token: str) -> None:
@@ -314,23 +303,14 @@ class SMTP(BoundedSMTP):
             self._user,
             reason,
         )
-        attempts = Attempts(
+        await reconnect_async(
+            self._connect,
+            self.close,
             self._backoff,
-            self._where,
-            transient=(Dead, Timeout),
+            where=self._where,
             logger=_log,
             lost=SMTPConnectionLost,
         )
-        while True:
-            try:
-                await self._connect()
-                return
-            except BaseException as exc:
-                self.close()
-                if not isinstance(exc, Exception):
-                    raise
-                delay = attempts.failed(exc)
-            await sleep_async(self._backoff, delay)
 
     async def _before_send(self) -> None:
         """Before a send: connect, or replace a closed or expiring connection."""
