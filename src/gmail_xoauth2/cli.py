@@ -15,6 +15,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from . import __version__
+from ._cli_base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from ._cli_base import Failure as _Failure
 from ._constants import GMAIL_IMAP_HOST, GMAIL_POP_HOST, GMAIL_SMTP_HOST
 from .errors import ConfigurationError, Error
 
@@ -30,11 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
 # A printed token must outlive the mail program's session by a little: Gmail ends
 # a session when its token expires. Same margin as GoogleTokenProvider's default.
 TOKEN_MARGIN = timedelta(minutes=5)
@@ -48,16 +45,8 @@ _DEFAULT_HOSTS = {
 _TLS_PORTS = {"imap": 993, "pop": 995, "smtp": 465}
 _STARTTLS_PORTS = {"imap": 143, "pop": 110, "smtp": 587}
 _GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
-# testing._control.CONTROL_ENV, spelled out: the parser must not import the fake.
+# The fake's control URL variable (``fake-gmail`` and its controls: _cli_fake).
 _FAKE_CONTROL_ENV = "GMAIL_XOAUTH2_FAKE_CONTROL"
-
-
-class _Failure(Exception):
-    """A user-facing failure: one sentence that says what to do, and an exit status."""
-
-    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,8 +244,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="listen on N (IMAP), N+1 (POP), N+2 (SMTP TLS), N+3 (SMTP STARTTLS) "
         "and N+4 (the fake Google)",
     )
-    p.set_defaults(handler=_cmd_fake_gmail)
-    _fake_gmail_controls(p)
+    from ._cli_fake import add_controls, cmd_fake_gmail
+
+    p.set_defaults(handler=cmd_fake_gmail)
+    add_controls(p, _PROTOCOLS)
 
     p = sub.add_parser(
         "demo",
@@ -266,36 +257,6 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_demo)
     return parser
-
-
-def _fake_gmail_controls(parent: argparse.ArgumentParser) -> None:
-    """``fake-gmail expire-tokens|end-sessions|deliver``: drive a running fake."""
-    sub = parent.add_subparsers(
-        dest="control",
-        metavar="{expire-tokens,end-sessions,deliver}",
-        help="drive a fake Gmail already running (without one: start it)",
-    )
-
-    def control(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(
-            name, help=help, description=help[0].upper() + help[1:] + "."
-        )
-        p.add_argument(
-            "--control",
-            metavar="URL",
-            default=os.environ.get(_FAKE_CONTROL_ENV),
-            help=f"the control URL the fake printed (default: ${_FAKE_CONTROL_ENV})",
-        )
-        p.add_argument("--user", required=True, metavar="ADDRESS")
-        p.set_defaults(handler=_cmd_fake_gmail_control, action=name)
-        return p
-
-    control("expire-tokens", "expire the user's access tokens now; sessions end")
-    p = control("end-sessions", "end the user's sessions as Gmail does")
-    p.add_argument("--protocol", choices=_PROTOCOLS, help="only these (default: all)")
-    p = control("deliver", "deliver a message (RFC 5322 file, - for stdin)")
-    p.add_argument("--mailbox", default="INBOX", help="where to (default: INBOX)")
-    p.add_argument("file", metavar="FILE")
 
 
 _STORE_HELP = (
@@ -697,73 +658,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 # --- fake Gmail and demo ------------------------------------------------------------
-
-
-def _cmd_fake_gmail(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from .testing._control import serve_fake_gmail
-
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        # `kill` (SIGTERM) stops it as cleanly as Ctrl-C: temporary files removed.
-        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    try:
-        serve_fake_gmail(port_base=args.port_base, out=sys.stdout, stop=stop)
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        import errno
-
-        if args.port_base is None or exc.errno != errno.EADDRINUSE:
-            raise
-        raise _Failure(
-            f"a port from {args.port_base} to {args.port_base + 4} is already in "
-            "use; choose another --port-base, or leave it out to use free ports"
-        ) from exc
-    print("Stopped.")
-    return EXIT_OK
-
-
-def _cmd_fake_gmail_control(args: argparse.Namespace) -> int:
-    from .testing._control import ControlError, post_control
-
-    if not args.control:
-        raise _Failure(
-            f"which fake Gmail? Pass --control URL or set {_FAKE_CONTROL_ENV} to the "
-            "control URL `gmail-xoauth2 fake-gmail` printed",
-            EXIT_USAGE,
-        )
-    payload: dict[str, object] = {"user": args.user}
-    if args.action == "end-sessions":
-        payload["protocol"] = args.protocol
-    elif args.action == "deliver":
-        if args.file == "-":
-            raw = sys.stdin.buffer.read()
-        else:
-            try:
-                with open(args.file, "rb") as file:
-                    raw = file.read()
-            except OSError as exc:
-                raise _Failure(f"cannot read {args.file}: {exc.strerror}") from exc
-        payload["mailbox"] = args.mailbox
-        # Not UTF-8? The bytes travel as lone surrogates and come out unchanged.
-        payload["message"] = raw.decode("utf-8", "surrogateescape")
-    try:
-        answer = post_control(args.control, args.action, payload)
-    except ControlError as exc:
-        raise _Failure(str(exc)) from exc
-    user = answer.get("user", args.user)
-    if args.action == "expire-tokens":
-        print(f"Expired the access tokens of {user}; their sessions ended.")
-    elif args.action == "end-sessions":
-        print(f"Ended {answer.get('ended')} session(s) of {user}.")
-    else:
-        print(
-            f"Delivered to {user}'s {answer.get('mailbox')} as UID {answer.get('uid')}."
-        )
-    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
