@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import scenario_aio_scale
 import scenario_compress
 import scenario_hotpath
 import scenario_login
@@ -56,6 +57,7 @@ class Plan:
     compress: int
     store_samples: int
     store_windows: int
+    scale_accounts: int
 
 
 QUICK = Plan(
@@ -72,6 +74,7 @@ QUICK = Plan(
     compress=2,
     store_samples=300,
     store_windows=2,
+    scale_accounts=200,
 )
 FULL = Plan(
     login=11,
@@ -87,6 +90,7 @@ FULL = Plan(
     compress=5,
     store_samples=2000,
     store_windows=4,
+    scale_accounts=1000,
 )
 
 
@@ -119,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (< 3 min)")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6,7,8,9", help="comma-separated scenario numbers"
+        "--only",
+        default="1,2,3,4,5,6,7,8,9,10",
+        help="comma-separated scenario numbers",
     )
     parser.add_argument(
         "--no-dovecot", action="store_true", help="skip the Dovecot columns"
@@ -224,6 +230,15 @@ def main(argv: list[str] | None = None) -> int:
             with _section(report, "9. Token stores"):
                 scenario_token_stores.run(
                     report, samples=plan.store_samples, windows=plan.store_windows
+                )
+        if 10 in only:
+            with _section(report, "10. Asyncio at scale"):
+                scenario_aio_scale.run(
+                    report,
+                    n=plan.scale_accounts,
+                    messages=plan.messages,
+                    login_runs=plan.login,
+                    fetch_runs=plan.fetch,
                 )
 
     print("\n### Targets\n")
