@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import select
 import socket
 import ssl
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 
 from ._imap_compress import Deflater, Inflater
 from ._limits import ReplyMeter
+from ._mailconn import readable
 from .errors import ProtocolError
 
 __all__ = ["BufferedTransport"]
@@ -342,14 +342,16 @@ class BufferedTransport:
         return self._select(wait)
 
     def _select(self, wait: float | None) -> bool:
-        """select() on the socket and the wake socket; False when woken."""
+        """Wait for the socket or the wake socket; False when woken.
+
+        poll(), not select(): select() refuses descriptors from 1,024 up, which
+        a process holding hundreds of connections (three descriptors each
+        while idling) reaches.
+        """
         sock = self.sock
         wake = self._wake
-        if wake is None:
-            ready, _, _ = select.select([sock], [], [], wait)
-            return bool(ready)
-        ready, _, _ = select.select([sock, wake], [], [], wait)
-        if wake in ready:
+        ready = readable([sock] if wake is None else [sock, wake], wait)
+        if wake is not None and wake.fileno() in ready:
             with contextlib.suppress(OSError):
                 wake.recv(64)
             return False

@@ -30,6 +30,7 @@ __all__ = [
     "login_async",
     "login_plan",
     "peer_closed",
+    "readable",
     "reconnect",
     "reconnect_async",
     "too_many_message",
@@ -83,6 +84,22 @@ def too_many_message(protocol: str, text: str) -> str:
     )
 
 
+def readable(socks: list[socket.socket], wait: float | None) -> set[int]:
+    """The descriptors of ``socks`` readable within ``wait`` seconds (None: forever).
+
+    poll() where the platform has it: select() refuses descriptors from 1,024
+    up, which a process holding hundreds of connections reaches.
+    """
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        ready, _, _ = select.select(socks, [], [], wait)
+        return {sock.fileno() for sock in ready}
+    poller = select.poll()
+    for sock in socks:
+        poller.register(sock, select.POLLIN)
+    timeout_ms = None if wait is None else max(0, int(wait * 1000 + 0.999))
+    return {fd for fd, _ in poller.poll(timeout_ms)}
+
+
 def peer_closed(sock: socket.socket | None) -> bool:
     """True when the server sent something unasked or hung up.
 
@@ -95,10 +112,10 @@ def peer_closed(sock: socket.socket | None) -> bool:
     if isinstance(sock, ssl.SSLSocket) and sock.pending():
         return True
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        ready = readable([sock], 0)
     except (OSError, ValueError):
         return True
-    return bool(readable)
+    return bool(ready)
 
 
 # The steps of a login plan: the driver performs each and sends back its result.

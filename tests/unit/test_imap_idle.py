@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -201,3 +203,31 @@ def test_mail_that_arrived_while_the_session_was_down_is_reported_by_idle(
         assert next(idler) == ("EXISTS", [b"1"])
     assert imap.reconnects == 1
     assert "EXISTS" not in imap.untagged_responses  # reported once, not twice
+
+
+@pytest.fixture
+def high_descriptors() -> Iterator[None]:
+    """Make every descriptor opened from now on 1,024 or more (past select())."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the hard RLIMIT_NOFILE ({hard}) is below {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
+    try:
+        yield
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_idle_waits_on_descriptors_above_1024(
+    high_descriptors: None, gmail: FakeGmail, imap: IMAP4
+) -> None:
+    # A process holding hundreds of idle connections has descriptors past
+    # select()'s 1,024; waiting must still work there.
+    assert imap.sock.fileno() >= 1024
+    with imap.idle() as idler:
+        gmail.deliver(ALICE, message(1))
+        assert next(idler) == ("EXISTS", [b"1"])
