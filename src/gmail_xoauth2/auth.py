@@ -10,6 +10,7 @@ google-auth's own retries sleep for real; here the transport fails at once on
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import copy
 import functools
@@ -414,7 +415,7 @@ class GoogleTokenProvider:
         flight = self._async_flights.get(loop)
         if flight is None or flight.done():
             flight = loop.run_in_executor(
-                None,
+                _refreshers(),
                 functools.partial(
                     self._token_for, force_refresh=force_refresh, seen=seen
                 ),
@@ -426,7 +427,7 @@ class GoogleTokenProvider:
             # Joined a flight that started before this task's token was
             # rejected and returned that same token: refresh it now.
             token = await loop.run_in_executor(
-                None,
+                _refreshers(),
                 functools.partial(self._token_for, force_refresh=True, seen=seen),
             )
         self._task_handed.set(token)
@@ -630,6 +631,29 @@ class GoogleTokenProvider:
                 kind += f" as {credentials._subject}"
         store = f", store={self._store!r}" if self._store else ""
         return f"GoogleTokenProvider({kind}, expiry={self._expiry!r}{store})"
+
+
+_REFRESH_THREADS = 4
+_refresh_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_refresh_pool_lock = threading.Lock()
+
+
+def _refreshers() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads token_async() refreshes in, shared by every provider.
+
+    Not the loop's default executor: the user's blocking work does not delay a
+    refresh, and a thousand providers refreshing at once (a mass session end)
+    run a few at a time, which keeps the event loop's lag low (each refresh
+    holds the GIL while google-auth and requests run).
+    """
+    global _refresh_pool
+    with _refresh_pool_lock:
+        if _refresh_pool is None:
+            _refresh_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=_REFRESH_THREADS,
+                thread_name_prefix="gmail-xoauth2-refresh",
+            )
+        return _refresh_pool
 
 
 def _user_credentials(
