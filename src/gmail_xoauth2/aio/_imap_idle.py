@@ -17,12 +17,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .._backoff import Backoff
-from .._imap_errors import raise_as_imap
 from .._imap_idle import IDLE_RENEW_AFTER
 from .._imap_watch import Event, WatchCursor
 from .._redact import get_logger, scrub_exception
 from ..errors import ConfigurationError, ConnectionLost, Error, ProtocolError, Timeout
-from ._imap_session import _Stopped
+from ._imap_session import _Stopped, raise_as_imap
 
 if TYPE_CHECKING:
     from .imap import IMAP4
@@ -74,6 +73,8 @@ class AsyncIdler:
             await self._guarded(self._begin)
         except BaseException as exc:
             imap._idle_queue = None
+            if isinstance(exc, asyncio.CancelledError):
+                imap._drop()  # IDLE may be half begun: out of step
             self._held.release()
             scrub_exception(exc)
             raise_as_imap(exc)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import imaplib
 import ssl
-from typing import Any
+from typing import Any, NoReturn
 
 from .._backoff import Backoff, sleep_async
+from .._imap_errors import as_imap_error
 from .._imap_policy import TRACKED, Kind, MailboxState, observed, unchanged_error
 from .._imap_sasl import SaslExchange, check_too_many
 from .._limits import Limits, ReplyMeter
@@ -32,15 +34,34 @@ from ..errors import (
     ProtocolError,
     Timeout,
     TooManyConnections,
+    recast,
 )
 from ._imap_wire import Response, read_response
 from ._stream import Stream
 from ._tokens import AsyncTokens
 
-__all__ = ["AsyncSession"]
+__all__ = ["AsyncSession", "raise_as_imap"]
 
 _log = get_logger("gmail_xoauth2.imap")
 _CRLF = b"\r\n"
+
+
+def raise_as_imap(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` as the sync IMAP4 raises it: its IMAP class, which is an
+    imaplib error, and a lost connection as ``IMAPConnectionLost`` (an
+    ``imaplib.IMAP4.abort``), so ``except imap.abort`` catches it here too."""
+    imap_exc = as_imap_error(exc)
+    if (
+        imap_exc is exc
+        and isinstance(exc, ConnectionLost)
+        and not isinstance(exc, imaplib.IMAP4.error)
+    ):
+        from ..imap import IMAPConnectionLost
+
+        imap_exc = recast(exc, IMAPConnectionLost)
+    if imap_exc is exc:
+        raise exc
+    raise imap_exc from imap_exc.__cause__
 
 
 class _Stopped(Exception):

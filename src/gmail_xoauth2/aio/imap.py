@@ -29,7 +29,6 @@ from typing import Any
 
 from .._backoff import Backoff
 from .._constants import GMAIL_IMAP_HOST, IMAP_SESSION_LIMIT
-from .._imap_errors import raise_as_imap
 from .._imap_policy import (
     SESSION_COMMANDS,
     MailboxState,
@@ -48,7 +47,7 @@ from ..errors import (
     ProtocolError,
     Timeout,
 )
-from ._imap_session import AsyncSession
+from ._imap_session import AsyncSession, raise_as_imap
 from ._stream import Stream
 from ._tokens import AsyncTokens, AsyncTokenSource, as_async_tokens
 
@@ -385,7 +384,13 @@ class IMAP4(AsyncSession):
             raise self.error(f"command {name} illegal in state LOGOUT")
         try:
             async with self._lock():
-                typ, data = await self._guarded(name, args, literal)
+                try:
+                    typ, data = await self._guarded(name, args, literal)
+                except asyncio.CancelledError:
+                    # Cut off mid-exchange (wait_for, a task cancelled): its
+                    # reply may still come, so the connection is out of step.
+                    self._drop()
+                    raise
         except BaseException as exc:
             scrub_exception(exc)
             if isinstance(exc, ProtocolError):
@@ -421,7 +426,7 @@ class IMAP4(AsyncSession):
         except Timeout as exc:
             self._drop()
             once = self._sends > sends and not kind.repeatable
-            raise Timeout(str(exc), outcome_unknown=once) from exc
+            raise _timed_out(name, exc, unknown=once) from exc
         except ConnectionLost as exc:
             sent = self._sends > sends
             self._drop()
@@ -452,7 +457,7 @@ class IMAP4(AsyncSession):
         except Timeout as exc:
             self._drop()
             once = self._sends > sends and not kind.repeatable
-            raise Timeout(str(exc), outcome_unknown=once) from exc
+            raise _timed_out(name, exc, unknown=once) from exc
         except ConnectionLost as exc:
             self._drop()
             raise ConnectionLost(
@@ -480,3 +485,18 @@ class IMAP4(AsyncSession):
         await self._before_command(
             "IDLE", classify("NOOP", ()), self._box, self._mailbox
         )
+
+
+def _timed_out(name: str, exc: Timeout, *, unknown: bool) -> Timeout:
+    """The sync class's timeout: the connection is closed, and whether ``name``
+    may have been carried out (it had been sent and must not run twice)."""
+    outcome = (
+        f"; {name} had been sent, so the server may or may not have carried "
+        "it out: check the mailbox before repeating it"
+        if unknown
+        else ""
+    )
+    return Timeout(
+        f"{exc}; the connection was closed (the next command reconnects){outcome}",
+        outcome_unknown=unknown,
+    )
