@@ -131,8 +131,7 @@ class Stream:
         while True:
             end = self._buf.find(b"\n", self._scan)
             if end >= 0:
-                line = bytes(self._buf[: end + 1])
-                del self._buf[: end + 1]
+                line = self._take(end + 1)
                 self._scan = 0
                 self._resume()
                 return line
@@ -149,10 +148,17 @@ class Stream:
         """
         while len(self._buf) < n:
             await self._wait(want=n)
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
+        data = self._take(n)
         self._scan = 0
         self._resume()
+        return data
+
+    def _take(self, n: int) -> bytes:
+        """The first ``n`` buffered bytes, copied once (``bytes(buf[:n])``
+        copies twice: a 3 MiB literal cost three times its size at the peak)."""
+        with memoryview(self._buf) as view:
+            data = bytes(view[:n])
+        del self._buf[:n]
         return data
 
     async def wait_readable(self) -> None:
