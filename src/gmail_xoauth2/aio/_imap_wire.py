@@ -120,8 +120,14 @@ async def _line(
     stream: Stream, meter: ReplyMeter, limits: Limits, timeout: float | None
 ) -> bytes:
     try:
-        async with asyncio.timeout(meter.recv_timeout(timeout)):
+        if stream.has_line():
+            # Buffered already (most lines of a big reply): no timer to set,
+            # but the reply's deadline still holds.
+            meter.recv_timeout(timeout)
             raw = await stream.readline(limits.line_bytes)
+        else:
+            async with asyncio.timeout(meter.recv_timeout(timeout)):
+                raw = await stream.readline(limits.line_bytes)
     except LineTooLong as exc:
         raise meter.too_large(
             f"a line of more than {limits.line_bytes} bytes", "line_bytes"
@@ -144,6 +150,9 @@ async def _exactly(
     stream: Stream, meter: ReplyMeter, size: int, timeout: float | None
 ) -> bytes:
     try:
+        if stream.buffered >= size:
+            meter.recv_timeout(timeout)
+            return await stream.readexactly(size)
         async with asyncio.timeout(meter.recv_timeout(timeout)):
             return await stream.readexactly(size)
     except TimeoutError as exc:
