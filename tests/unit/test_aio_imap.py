@@ -1251,3 +1251,44 @@ def test_threads_and_loops_do_not_share_a_client(
     for thread in threads:
         thread.join(20)
     assert results == [("OK", [b"0"]), ("OK", [b"0"])]
+
+
+def never_woken(clock: ManualClock, waits: list[float]) -> Any:
+    """An AsyncIdler._wait_readable for which nothing arrives: it moves the clock."""
+
+    async def wait_readable(self: Any, wait: float | None) -> bool:
+        assert wait is not None, "IDLE waits forever"
+        waits.append(wait)
+        assert len(waits) < 10, f"IDLE never ends: {waits}"
+        clock.advance(timedelta(seconds=wait))
+        return False
+
+    return wait_readable
+
+
+def test_idle_is_renewed_and_the_session_replaced_before_the_token_expires(
+    gmail: FakeGmail,
+    clock: ManualClock,
+    provider: Recording,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 65 quiet minutes on one-hour tokens: IDLE renewed every 27 minutes
+    # (RFC 2177), and the session replaced politely (LOGOUT) before the hour.
+    from gmail_xoauth2.aio._imap_idle import AsyncIdler
+
+    waits: list[float] = []
+    monkeypatch.setattr(AsyncIdler, "_wait_readable", never_woken(clock, waits))
+
+    async def main() -> int:
+        async with new_aio(gmail, provider, clock) as m:
+            await m.select("INBOX")
+            async with m.idle(duration=65 * 60) as idler:
+                assert [item async for item in idler] == []
+            return m.reconnects
+
+    assert run(main()) == 1
+    assert sum(waits) == pytest.approx(65 * 60)
+    first, second = conn_ids(gmail)
+    old = verbs(gmail, first)
+    assert old[-5:] == [b"IDLE", b"DONE", b"IDLE", b"DONE", b"LOGOUT"]
+    assert verbs(gmail, second)[-3:] == [b"IDLE", b"DONE", b"LOGOUT"]
