@@ -65,6 +65,11 @@ class Inflater:
         return bool(self._input) or self._full
 
     @property
+    def backlog(self) -> int:
+        """Compressed bytes received and not inflated yet."""
+        return len(self._input)
+
+    @property
     def ended(self) -> bool:
         """The server ended its DEFLATE stream: nothing more can be read."""
         return self._z.eof

@@ -89,6 +89,7 @@ class AsyncSession:
     _limits: Limits
     _meter: ReplyMeter
     _handshakes: asyncio.Semaphore | None
+    _compress: bool
     _stream: Stream | None
     _dead: bool
     _mailbox: tuple[str, bool] | None
@@ -192,12 +193,27 @@ class AsyncSession:
             async with limit:
                 await self._connect_stream()
                 await self._login()
+                if self._compress and "COMPRESS=DEFLATE" in self.capabilities:
+                    await self._negotiate_compress()
         except BaseException:
             self._drop()
             raise
         self._dead = False
-        self._deadline.start(self._tokens)  # type: ignore[arg-type]
+        self._deadline.start(expiry=self._tokens.expiry)
         _log.debug("IMAP session for %s on %s ready", self._user, self._where)
+
+    async def _negotiate_compress(self) -> None:
+        """COMPRESS DEFLATE (RFC 4978), after TLS and authentication, as the
+        sync class does: a NO or BAD leaves the session uncompressed."""
+        typ, data = await self._exchange("COMPRESS", ("DEFLATE",))
+        if typ != "OK":
+            _log.debug("COMPRESS DEFLATE refused (%s %r); uncompressed", typ, data)
+            return
+        stream = self._stream
+        assert stream is not None
+        # The server compresses from the byte after its OK; so do we.
+        stream.start_compression(self._where)
+        _log.debug("COMPRESS DEFLATE on")
 
     async def _connect_stream(self) -> None:
         host, port = self._server

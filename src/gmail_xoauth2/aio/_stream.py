@@ -18,6 +18,9 @@ import contextlib
 import select
 import ssl
 
+from .._imap_compress import Deflater, Inflater
+from ..errors import ProtocolError
+
 __all__ = ["Stream", "StreamClosed"]
 
 # Read no more than this ahead of the reader (the transport is paused beyond).
@@ -78,6 +81,10 @@ class Stream:
         self._incoming: ssl.MemoryBIO | None = None
         self._outgoing: ssl.MemoryBIO | None = None
         self._handshaking = False
+        # COMPRESS=DEFLATE (RFC 4978), once on: what the server sends is
+        # inflated into the buffer in bounded steps, what we send deflated.
+        self._inflater: Inflater | None = None
+        self._deflater: Deflater | None = None
 
     @classmethod
     async def connect(cls, host: str, port: int) -> Stream:
@@ -110,6 +117,8 @@ class Stream:
         so a goodbye that arrived since the loop last ran counts.
         """
         if self._buf or self._eof or self._error is not None:
+            return True
+        if self._inflater is not None and self._inflater.pending:
             return True
         transport = self._transport
         sock = transport.get_extra_info("socket") if transport is not None else None
@@ -164,6 +173,9 @@ class Stream:
     async def wait_readable(self) -> None:
         """Return once bytes are buffered or the connection ended (reads nothing)."""
         while not (self._buf or self._eof or self._error is not None):
+            if self._inflater is not None and self._inflater.pending:
+                self._inflate()
+                continue
             if self._paused:
                 self._resume(force=True)
             waiter = self._waiter = asyncio.get_running_loop().create_future()
@@ -174,11 +186,18 @@ class Stream:
                     self._waiter = None
 
     async def _wait(self, want: int = 0) -> None:
+        if isinstance(self._error, ProtocolError):
+            raise self._error  # what the server sent cannot be inflated
         if self._error is not None:
             raise StreamClosed(f"the connection failed: {self._error}") from self._error
         if self._eof:
             raise StreamClosed("the server closed the connection")
         self._want = want
+        if self._inflater is not None and self._inflater.pending:
+            before = len(self._buf)
+            self._inflate()
+            if len(self._buf) > before or self._error is not None or self._eof:
+                return
         if self._paused:
             self._resume(force=True)
         # One waiter at a time; a cancelled one must not clear its successor.
@@ -205,13 +224,16 @@ class Stream:
 
     def _received(self, data: bytes) -> None:
         if self._tls is None:
-            self._buf += data
+            self._plain(data)
         else:
             assert self._incoming is not None
             self._incoming.write(data)
             if not self._handshaking:
                 self._decrypt()
-        if len(self._buf) >= max(_HIGH_WATER, self._want) and not self._paused:
+        full = len(self._buf) >= max(_HIGH_WATER, self._want) or (
+            self._inflater is not None and self._inflater.backlog >= _HIGH_WATER
+        )
+        if full and not self._paused:
             self._paused = True
             assert self._transport is not None
             self._transport.pause_reading()
@@ -225,7 +247,7 @@ class Stream:
                 if not chunk:
                     self._eof = True
                     break
-                self._buf += chunk
+                self._plain(chunk)
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:
@@ -233,6 +255,31 @@ class Stream:
         except ssl.SSLError as exc:
             self._error = exc
         self._flush()
+
+    def _plain(self, data: bytes) -> None:
+        """Take bytes as the peer sent them (decrypted): inflate if compressed."""
+        inflater = self._inflater
+        if inflater is None:
+            self._buf += data
+            return
+        inflater.feed(data)
+        self._inflate()
+
+    def _inflate(self) -> None:
+        """Inflate into the buffer up to what the reader needs (bounded steps)."""
+        inflater = self._inflater
+        assert inflater is not None
+        room = max(_HIGH_WATER, self._want)
+        try:
+            while len(self._buf) < room:
+                out = inflater.inflate(_CHUNK)
+                if not out:
+                    break
+                self._buf += out
+        except ProtocolError as exc:
+            self._error = exc
+        if inflater.ended and not inflater.pending:
+            self._eof = True
 
     def _closed(self, exc: BaseException | None) -> None:
         if exc is not None and self._error is None:
@@ -252,6 +299,8 @@ class Stream:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise StreamClosed("the connection is closed")
+        if self._deflater is not None:
+            data = self._deflater.compress(data)
         if self._tls is None:
             transport.write(data)
             return
@@ -314,6 +363,23 @@ class Stream:
     def tls(self) -> ssl.SSLObject | None:
         """The TLS object once :meth:`start_tls` succeeded."""
         return self._tls
+
+    def start_compression(self, where: str) -> None:
+        """COMPRESS=DEFLATE from now on (the byte after the server's OK).
+
+        What the server sent after its OK is already compressed: it moves from
+        the buffer into the inflater.
+        """
+        self._deflater = Deflater()
+        rest = self._take(len(self._buf))
+        self._scan = 0
+        self._inflater = Inflater(where, rest)
+        self._inflate()
+
+    @property
+    def compressed(self) -> bool:
+        """Whether COMPRESS=DEFLATE is on."""
+        return self._inflater is not None
 
     # -- closing -------------------------------------------------------------
 

@@ -82,6 +82,9 @@ class IMAP4(AsyncSession):
         handshakes: a semaphore shared by many connections to bound how many
             connect, handshake and authenticate at once (a mass reconnect of
             a thousand mailboxes would otherwise spike the CPU).
+        compress: ask for COMPRESS=DEFLATE (RFC 4978) when the server offers
+            it (Gmail does), as the sync class does: one more round trip at
+            login, fewer bytes and TLS records for every reply.
     """
 
     error = imaplib.IMAP4.error
@@ -104,6 +107,7 @@ class IMAP4(AsyncSession):
         backoff: Backoff | None = None,
         limits: Limits | None = None,
         handshakes: asyncio.Semaphore | None = None,
+        compress: bool = True,
     ) -> None:
         mech = mechanism.upper()
         if mech not in _MECHANISMS:
@@ -129,6 +133,7 @@ class IMAP4(AsyncSession):
         self._limits = limits or DEFAULT_LIMITS
         self._meter = ReplyMeter(self._limits, where=f"{host}:{port}")
         self._handshakes = handshakes
+        self._compress = compress
         self._stream: Stream | None = None
         self._dead = True
         self._mailbox: tuple[str, bool] | None = None
@@ -208,6 +213,11 @@ class IMAP4(AsyncSession):
     def limits(self) -> Limits:
         """The bounds on what the server may send on this connection."""
         return self._limits
+
+    @property
+    def compressed(self) -> bool:
+        """Whether this session is compressed (the server accepted COMPRESS)."""
+        return self._stream is not None and self._stream.compressed
 
     @property
     def host(self) -> str:
