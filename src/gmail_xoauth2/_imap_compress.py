@@ -32,7 +32,10 @@ class Deflater:
     """
 
     def __init__(self, level: int = zlib.Z_DEFAULT_COMPRESSION) -> None:
-        self._z = zlib.compressobj(level, zlib.DEFLATED, _RAW)
+        # A 4 KiB window and a small hash: 32 KiB of zlib state instead of
+        # 256 KiB per connection. The client sends short commands (and the
+        # odd APPEND); any window is valid for the server's 32 KiB inflater.
+        self._z = zlib.compressobj(level, zlib.DEFLATED, -12, 5)
 
     def compress(self, data: bytes) -> bytes:
         """``data`` compressed and flushed, ready to send."""

@@ -51,6 +51,11 @@ def gmail(clock: ManualClock) -> Iterator[FakeGmail]:
 
 
 def new(gmail: FakeGmail, clock: ManualClock, **kwargs: Any) -> aio.IMAP4:
+    """An aio.IMAP4 that asks for COMPRESS unless told (``compress=None``:
+    the class's default)."""
+    kwargs.setdefault("compress", True)
+    if kwargs["compress"] is None:
+        del kwargs["compress"]
     return aio.IMAP4(
         ALICE,
         gmail.token_provider(ALICE, clock=clock),
@@ -103,9 +108,9 @@ def test_compress_is_negotiated_per_session_and_literals_arrive_whole(
         assert lines[2].split(b" ", 1)[1] == b"COMPRESS DEFLATE"
 
 
-def test_compress_false_never_asks(gmail: FakeGmail, clock: ManualClock) -> None:
+def test_compress_is_off_by_default(gmail: FakeGmail, clock: ManualClock) -> None:
     async def main() -> bool:
-        async with new(gmail, clock, compress=False) as imap:
+        async with new(gmail, clock, compress=None) as imap:
             await imap.noop()
             return imap.compressed
 
@@ -154,6 +159,7 @@ def run(
                     timeout=5,
                     limits=limits,
                     backoff=Backoff(attempts=1, sleep=lambda _: None),
+                    compress=True,
                 )
                 try:
                     await imap.connect()
