@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import smtplib
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from email.message import EmailMessage
@@ -158,7 +159,11 @@ def test_bad_token_challenge_is_answered_then_refreshed_once(
     assert (error.protocol, error.mechanism, error.status) == ("smtp", mechanism, "400")
     assert error.scope == MAIL_SCOPE
     assert error.server_text.startswith("535 5.7.8 Username and Password not accepted")
-    assert not isinstance(error, aiosmtplib.SMTPException)  # the sync class's
+    # The sync class's error, and aiosmtplib's too (code ported from it catches it).
+    assert isinstance(error, smtplib.SMTPAuthenticationError)
+    assert isinstance(error, aiosmtplib.SMTPAuthenticationError)
+    assert (error.code, error.smtp_code) == (535, 535)  # type: ignore[attr-defined]
+    assert error.message == str(error)  # type: ignore[attr-defined]
     wire = [(line.direction, line.data) for line in gmail.transcript("smtp", 1)]
     challenges = [i for i, x in enumerate(wire) if x == ("S", b"334 " + CHALLENGE)]
     assert len(challenges) == 2  # the first try and the one retry
@@ -298,6 +303,8 @@ def test_drop_after_the_final_dot_is_delivery_unknown(gmail: FakeGmail) -> None:
             with pytest.raises(DeliveryUnknown) as info:
                 await send(smtp)
             assert info.value.outcome_unknown
+            assert isinstance(info.value, aiosmtplib.SMTPServerDisconnected)
+            assert isinstance(info.value, smtplib.SMTPServerDisconnected)
             assert len(commands(gmail, b"MAIL")) == 1
             await send(smtp)  # the connection is replaced for the next send
 
@@ -506,6 +513,7 @@ def test_a_trickling_greeting_times_out(pki: PKI) -> None:
         lambda peer: peer.trickle(b"220-slow\r\n"), pki, limits=SLOW
     )
     assert isinstance(outcome.error, Timeout), repr(outcome.error)
+    assert isinstance(outcome.error, aiosmtplib.SMTPTimeoutError)
     assert outcome.seconds < 3
 
 

@@ -49,6 +49,7 @@ from ..errors import (
     LimitExceeded,
     ProtocolError,
 )
+from ._smtp_errors import aiosmtplib_errors
 from ._smtp_replies import BoundedSMTP, Wait
 from ._tokens import AsyncTokens, AsyncTokenSource, as_async_tokens
 
@@ -173,6 +174,7 @@ class SMTP(BoundedSMTP):
 
     # -- connection and authentication -------------------------------------
 
+    @aiosmtplib_errors
     async def connect(self, **kwargs: Any) -> SMTPResponse:
         """Connect and authenticate (the settings are the constructor's).
 
@@ -334,6 +336,7 @@ class SMTP(BoundedSMTP):
 
     # -- sending -------------------------------------------------------------------
 
+    @aiosmtplib_errors
     async def sendmail(
         self,
         sender: str,
@@ -392,6 +395,7 @@ class SMTP(BoundedSMTP):
         finally:
             self._sending = False
 
+    @aiosmtplib_errors
     async def data(
         self, message: str | bytes, /, *, timeout: Wait = Default.token
     ) -> SMTPResponse:
@@ -429,6 +433,7 @@ class SMTP(BoundedSMTP):
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
         return reply
 
+    @aiosmtplib_errors
     async def send_message(
         self,
         message: Message,
@@ -456,11 +461,13 @@ class SMTP(BoundedSMTP):
         except Dead as exc:  # the EHLO before the send (sendmail's are its own)
             raise not_sent(exc, reconnect=self._reconnect) from exc
 
+    @aiosmtplib_errors
     async def noop(self, *, timeout: Wait = Default.token) -> SMTPResponse:
         """NOOP on a live connection: a dead, ended or expiring one is replaced."""
         async with self._lock:
             return await self._harmless("NOOP", super().noop, timeout)
 
+    @aiosmtplib_errors
     async def rset(self, *, timeout: Wait = Default.token) -> SMTPResponse:
         """RSET on a live connection: a dead, ended or expiring one is replaced."""
         if self._sending:
