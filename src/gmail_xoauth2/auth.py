@@ -1,10 +1,9 @@
-"""Google OAuth 2.0 for Gmail: the refreshing token provider and the loopback flow.
+"""Google OAuth 2.0 for Gmail: the refreshing token provider, and the loopback flow.
 
-The only module that imports google-auth (the package imports it lazily). It
-wraps google-auth once, so no untyped google object leaks into the rest of the
-library, and translates google-auth's exceptions into :mod:`gmail_xoauth2.errors`.
-google-auth's own retries sleep for real; here the transport fails at once on
-429 and 5xx and the provider retries with an injectable :class:`Backoff`.
+It wraps google-auth (through ``_google``) so no untyped google object leaks into
+the rest of the library, and translates google-auth's exceptions into
+:mod:`gmail_xoauth2.errors`. :func:`authorize` (the flow) is defined in
+``_authorize`` and exported here.
 """
 
 from __future__ import annotations
@@ -17,13 +16,11 @@ import functools
 import json
 import logging
 import os
-import sys
 import threading
-import urllib.parse
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 import google.auth.exceptions
 import google.auth.transport
@@ -31,21 +28,20 @@ import google.auth.transport.requests
 import google.oauth2.credentials
 import google.oauth2.service_account
 import requests
-from google_auth_oauthlib.flow import Flow
 
 from ._backoff import Backoff
+from ._google import (
+    RetryableStatus,
+    Transport,
+    aware,
+    naive_utc,
+    refresh_error_code,
+    user_credentials,
+)
 from ._oauth import (
     DEFAULT_LIFETIME,
-    LoopbackReceiver,
-    authorized_user_fields,
-    check_flow,
-    error_code,
-    for_oauthlib,
     read_client_config,
-    restore_scheme,
-    show_url,
     token_error,
-    token_file_data,
 )
 from ._store import TokenFile, format_expiry, parse_expiry, token_of
 from ._tokens import Clock, utcnow
@@ -56,111 +52,6 @@ from .stores import TokenStore, TokenStores, describe_store
 __all__ = ["IMAP_ADMIN_SCOPE", "GoogleTokenProvider", "authorize"]
 
 _log = logging.getLogger(__name__)
-
-# Every answer google-auth would retry itself (with real sleeps): 408, 429, 5xx,
-# and an OAuth error saying the server is at fault (RFC 6749 section 4.1.2.1).
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_RETRY_CODES = frozenset(
-    {"internal_failure", "server_error", "temporarily_unavailable"}
-)
-
-
-class _RetryableStatus(google.auth.exceptions.TransportError):
-    """The token endpoint failed transiently; raised at once, retried by us."""
-
-    def __init__(self, status: int, code: str | None = None) -> None:
-        self.reason = f"HTTP {status} {code}" if code else f"HTTP {status}"
-        super().__init__(f"token endpoint answered {self.reason}")  # type: ignore[no-untyped-call]
-        self.status = status
-
-
-def _retryable_code(data: object) -> str | None:
-    """The body's OAuth error code when it names a server-side, transient fault."""
-    try:
-        decoded = json.loads(data) if isinstance(data, bytes | str) else None
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(decoded, dict):
-        return None
-    for key in ("error", "error_description"):
-        value = decoded.get(key)
-        if isinstance(value, str) and value in _RETRY_CODES:
-            return value
-    return None
-
-
-class _Transport(google.auth.transport.Request):
-    """google-auth's requests transport, failing fast on transient failures.
-
-    google-auth retries 408, 429, 5xx and the ``server_error`` family itself
-    with real ``time.sleep`` calls; raising a ``TransportError`` instead stops
-    its loop so the provider's own :class:`Backoff` (with an injectable sleep)
-    decides.
-    """
-
-    def __init__(self, session: requests.Session | None, timeout: float) -> None:
-        self._inner = google.auth.transport.requests.Request(session)
-        self._timeout = timeout
-
-    def __call__(
-        self,
-        url: str,
-        method: str = "GET",
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> google.auth.transport.Response:
-        response: google.auth.transport.Response = self._inner(
-            url,
-            method=method,
-            body=body,
-            headers=headers,
-            timeout=timeout or self._timeout,
-            **kwargs,
-        )
-        status = int(response.status)
-        if status in _RETRY_STATUSES:
-            raise _RetryableStatus(status)
-        if status != 200:
-            code = _retryable_code(response.data)
-            if code is not None:
-                raise _RetryableStatus(status, code)
-        return response
-
-    def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, object]:
-        """POST a form; return the status and the decoded JSON (or None)."""
-        response = self(
-            url,
-            method="POST",
-            body=urllib.parse.urlencode(form).encode("ascii"),
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        data = response.data
-        try:
-            decoded: object = json.loads(data.decode("utf-8") if data else "null")
-        except (UnicodeDecodeError, ValueError):
-            decoded = None
-        return int(response.status), decoded
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    """google-auth keeps naive UTC datetimes."""
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
-def _aware(moment: object) -> datetime | None:
-    if not isinstance(moment, datetime):
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def _refresh_error_code(exc: google.auth.exceptions.RefreshError) -> str | None:
-    for arg in exc.args[1:]:
-        code = error_code(arg)
-        if code is not None:
-            return code
-    return None
 
 
 class GoogleTokenProvider:
@@ -202,10 +93,10 @@ class GoogleTokenProvider:
             )
         if isinstance(store, str | os.PathLike):
             store = TokenFile(store)
-        self._user_credentials = isinstance(
+        self.user_credentials = isinstance(
             credentials, google.oauth2.credentials.Credentials
         )
-        if store is not None and not self._user_credentials:
+        if store is not None and not self.user_credentials:
             raise ConfigurationError(
                 "a token store holds authorized-user credentials; "
                 "service-account credentials cannot use one"
@@ -215,7 +106,7 @@ class GoogleTokenProvider:
         self._store: TokenStore | None = store
         self._clock: Clock = clock or utcnow
         self._backoff = backoff or Backoff()
-        self._transport = _Transport(session, timeout)
+        self._transport = Transport(session, timeout)
         self._lock = threading.Lock()
         self._last_handed = threading.local()
         # token_async(): the token each task was last given, and the refresh
@@ -232,7 +123,7 @@ class GoogleTokenProvider:
         self._failure: tuple[int, TokenError] | None = None
         token = self._credentials.token
         self._token: str | None = token if isinstance(token, str) and token else None
-        self._expiry = _aware(self._credentials.expiry)
+        self._expiry = aware(self._credentials.expiry)
 
     @classmethod
     def from_authorized_user_file(
@@ -252,7 +143,7 @@ class GoogleTokenProvider:
             ConfigurationError: the file is missing, insecure or incomplete.
         """
         store = TokenFile(path)
-        credentials = _user_credentials(store.read(), describe_store(store))
+        credentials = user_credentials(store.read(), describe_store(store))
         return cls(credentials, store=store, **kwargs)
 
     @classmethod
@@ -311,7 +202,7 @@ class GoogleTokenProvider:
                 "client_secret": section["client_secret"],
                 "token_uri": section["token_uri"],
             }
-        credentials = _user_credentials(data, where)
+        credentials = user_credentials(data, where)
         return cls(credentials, store=account_store, **kwargs)
 
     @classmethod
@@ -536,7 +427,7 @@ class GoogleTokenProvider:
         self._token = token
         self._expiry = expiry
         self._credentials.token = token
-        self._credentials.expiry = _naive_utc(expiry) if expiry else None
+        self._credentials.expiry = naive_utc(expiry) if expiry else None
 
     def _adopt_refresh_token(self, data: Mapping[str, object]) -> None:
         """Follow the file if it now holds another grant (authorize ran again)."""
@@ -548,11 +439,11 @@ class GoogleTokenProvider:
         ):
             _log.debug("the store holds a new refresh token; using it")
             assert self._store is not None
-            self._credentials = _user_credentials(data, describe_store(self._store))
+            self._credentials = user_credentials(data, describe_store(self._store))
 
     def _refresh_remote(self) -> str:
         """Ask the token endpoint, retrying transient failures with backoff."""
-        if self._user_credentials and not getattr(
+        if self.user_credentials and not getattr(
             self._credentials, "refresh_token", None
         ):
             # google-auth would fail without a request and without an error code.
@@ -568,13 +459,13 @@ class GoogleTokenProvider:
             except google.auth.exceptions.TransportError as exc:
                 failure: Exception = exc
                 reason = (
-                    exc.reason if isinstance(exc, _RetryableStatus) else "network error"
+                    exc.reason if isinstance(exc, RetryableStatus) else "network error"
                 )
             except google.auth.exceptions.RefreshError as exc:
-                code = _refresh_error_code(exc)
+                code = refresh_error_code(exc)
                 if not exc.retryable:
                     raise token_error(
-                        code, service_account=not self._user_credentials
+                        code, service_account=not self.user_credentials
                     ) from exc
                 failure, reason = exc, code or "retryable error"
             except google.auth.exceptions.GoogleAuthError as exc:
@@ -611,19 +502,19 @@ class GoogleTokenProvider:
         # lifetime and count it from when we asked, on our own clock.
         google_expiry = self._credentials.expiry
         if isinstance(google_expiry, datetime):
-            lifetime = google_expiry - _naive_utc(utcnow())
+            lifetime = google_expiry - naive_utc(utcnow())
         else:
             lifetime = DEFAULT_LIFETIME
         self._token = token
         # Whole seconds, rounded down: google-auth drops the fraction on reading.
         self._expiry = (started + lifetime).replace(microsecond=0)
-        self._credentials.expiry = _naive_utc(self._expiry)
+        self._credentials.expiry = naive_utc(self._expiry)
         _log.debug("refreshed the access token; it expires at %s", self._expiry)
         return token
 
     def __repr__(self) -> str:
         credentials = self._credentials
-        if self._user_credentials:
+        if self.user_credentials:
             kind = "authorized user"
         else:
             kind = f"service account {credentials.service_account_email}"
@@ -656,138 +547,5 @@ def _refreshers() -> concurrent.futures.ThreadPoolExecutor:
         return _refresh_pool
 
 
-def _user_credentials(
-    data: Mapping[str, object], source: str
-) -> google.oauth2.credentials.Credentials:
-    """google-auth user credentials from a token file's JSON (token_uri honoured)."""
-    fields = authorized_user_fields(data, source)
-    expiry = fields.pop("expiry")
-    return google.oauth2.credentials.Credentials(  # type: ignore[no-untyped-call]
-        expiry=_naive_utc(expiry) if expiry else None, **fields
-    )
-
-
-def authorize(
-    client_secrets_file: str | os.PathLike[str],
-    token_file: str | os.PathLike[str] | TokenStore,
-    *,
-    scopes: Iterable[str] = (MAIL_SCOPE,),
-    login_hint: str | None = None,
-    open_browser: bool = True,
-    port: int = 0,
-    open_url: Callable[[str], object] | None = None,
-    flow: str = "loopback",
-    timeout: float | None = 300.0,
-    output: IO[str] | None = None,
-    **kwargs: Any,
-) -> GoogleTokenProvider:
-    """Run Google's installed-app flow (loopback redirect, PKCE) and save the token.
-
-    The consent URL is opened in a browser (``open_url`` if given, else the
-    ``webbrowser`` module when ``open_browser``) and always printed to
-    ``output``; a redirect to ``http://127.0.0.1:PORT/`` completes it. Without a
-    browser on this machine, fix ``port``, forward it (``ssh -L PORT:127.0.0.1:PORT``)
-    and open the printed URL on the machine that has one.
-
-    Args:
-        client_secrets_file: the "Desktop app" OAuth client JSON from the
-            Google Cloud console.
-        token_file: where to save the tokens: a file's path (mode 0600) or
-            any :class:`~gmail_xoauth2.TokenStore` (Redis for a fleet, the OS
-            keychain...).
-        scopes: the scopes to ask for; Gmail IMAP/POP/SMTP needs ``MAIL_SCOPE``.
-        login_hint: the Google account to preselect.
-        open_browser: open the URL with the ``webbrowser`` module.
-        port: the loopback port to listen on (0: any free port).
-        open_url: called with the URL instead of the ``webbrowser`` module.
-        flow: only ``"loopback"``; ``"oob"`` and ``"device"`` are refused.
-        timeout: seconds to wait for the browser's redirect.
-        output: where to print the URL (default: stderr).
-        **kwargs: passed to :class:`GoogleTokenProvider` (``clock``, ``backoff``,
-            ``session``, ``refresh_margin``...).
-
-    Raises:
-        UnsupportedFlow: the out-of-band or device flow was asked for.
-        ConfigurationError: the client secrets file is unusable.
-        Timeout: the browser did not come back in time.
-        TokenError: Google refused the authorization or the code exchange.
-    """
-    check_flow(flow)
-    scope_list = list(scopes)
-    if not scope_list:
-        raise ConfigurationError("at least one scope is needed")
-    client = read_client_config(client_secrets_file)
-    store = token_file if isinstance(token_file, TokenStore) else TokenFile(token_file)
-    if isinstance(store, TokenFile):
-        store.prepare()
-    provider_kwargs = dict(kwargs)
-    clock: Clock = provider_kwargs.get("clock") or utcnow
-    with LoopbackReceiver(port=port) as receiver:
-        oauth = Flow.from_client_config(
-            for_oauthlib(client), scopes=scope_list, redirect_uri=receiver.redirect_uri
-        )
-        extra = {"login_hint": login_hint} if login_hint else {}
-        url, state = oauth.authorization_url(
-            access_type="offline", prompt="consent", **extra
-        )
-        url = restore_scheme(url, client)
-        receiver.start(state)
-        show_url(url, receiver.port, open_browser, open_url, output or sys.stderr)
-        params = receiver.wait(timeout)
-    if "error" in params:
-        code = error_code(params) or "unknown error"
-        advice = (
-            "; if the OAuth consent screen is in Testing, add this account as a "
-            "test user (Google Auth Platform > Audience), then run authorize again"
-            if code == "access_denied"
-            else "; run authorize again"
-        )
-        raise TokenError(
-            f"authorization was not granted in the browser ({code}){advice}"
-        )
-    config = oauth.client_config
-    transport = _Transport(provider_kwargs.get("session"), 30.0)
-    started = clock()
-    form = {
-        "grant_type": "authorization_code",
-        "code": params.get("code", ""),
-        "redirect_uri": receiver.redirect_uri,
-        "client_id": config["client_id"],
-        "client_secret": config["client_secret"],
-        "code_verifier": oauth.code_verifier,
-    }
-    try:
-        status, body = transport.post_form(config["token_uri"], form)
-    except google.auth.exceptions.TransportError as exc:
-        # An authorization code is single-use: it is not sent twice.
-        what = (
-            f"answered {exc.reason}"
-            if isinstance(exc, _RetryableStatus)
-            else "could not be reached"
-        )
-        raise TokenError(
-            f"the token endpoint {what} when redeeming the authorization code; "
-            "run authorize again",
-            retryable=True,
-        ) from exc
-    if status != 200 or not isinstance(body, dict):
-        raise TokenError(
-            "Google refused the authorization code "
-            f"({error_code(body) or f'HTTP {status}'}); run authorize again"
-        )
-    data = token_file_data(body, config, scope_list, started)
-    where = describe_store(store)
-    with store.locked():
-        try:
-            replacing = token_of(store.load())
-        except ConfigurationError:
-            replacing = None  # unreadable: the new grant replaces it
-        if not store.save(data, replacing=replacing):
-            raise ConfigurationError(
-                f"{where} holds a record that could not be read or replaced; "
-                "delete it (`gmail-xoauth2 revoke`), then authorize again"
-            )
-    _log.info("authorized; tokens saved to %s", where)
-    return GoogleTokenProvider(
-        _user_credentials(data, where), store=store, **provider_kwargs
-    )
+# The loopback flow lives in its own module; it needs GoogleTokenProvider, above.
+from ._authorize import authorize  # noqa: E402
