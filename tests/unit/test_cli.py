@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gmail_xoauth2 import cli
+from gmail_xoauth2 import _cli_tokens, cli
 from gmail_xoauth2._backoff import Backoff
 from gmail_xoauth2._store import format_expiry
 from gmail_xoauth2.testing.gmail import FakeGmail
@@ -362,7 +362,7 @@ def test_unreachable_token_endpoint_is_one_clear_error(
 ) -> None:
     slept: list[float] = []
     monkeypatch.setattr(
-        cli,
+        _cli_tokens,
         "_token_backoff",
         lambda: Backoff(base=0.5, cap=2.0, attempts=3, sleep=slept.append),
     )
