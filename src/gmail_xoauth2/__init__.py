@@ -30,6 +30,7 @@ from .errors import (
 # typing.TYPE_CHECKING without importing typing (mypy honours the name).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from . import aio
     from ._backoff import Backoff
     from ._constants import GMAIL_IMAP_HOST, GMAIL_POP_HOST, GMAIL_SMTP_HOST
     from ._imap_errors import (
@@ -213,6 +214,7 @@ __all__ = [
     "UnsupportedFlow",
     "Watcher",
     "__version__",
+    "aio",
     "authorize",
     "decode_error_challenge",
     "oauthbearer_response",
@@ -224,6 +226,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
+    if name == "aio":  # the asyncio subpackage, imported on first use too
+        value = importlib.import_module(".aio", __name__)
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
