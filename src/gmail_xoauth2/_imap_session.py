@@ -20,7 +20,7 @@ from ._backoff import Backoff
 from ._imap_policy import Kind, MailboxState, unchanged_error
 from ._reconnect import Attempts
 from ._redact import get_logger
-from ._session import SessionDeadline
+from ._session import SessionDeadline, replacement_due
 from ._tokens import TokenProvider
 from .errors import (
     ConnectionLost,
@@ -142,17 +142,14 @@ class SessionLifecycle:
         restore: tuple[str, bool] | None,
     ) -> None:
         """Replace the session first if it is dead, ending, or ended by the server."""
-        polite = False
-        if self._dead:
-            why = "the previous connection was lost"
-        elif self._deadline.due():
-            why = f"the session ends soon (deadline {self._deadline.deadline})"
-            polite = True
+        due = replacement_due(dead=self._dead, deadline=self._deadline)
+        if due is not None:
+            why, polite = due
         else:
             hung_up = self.server_hung_up()
             if hung_up is None:
                 return
-            why = f"the server ended the session ({hung_up})"
+            why, polite = f"the server ended the session ({hung_up})", False
         if not self._reconnect_enabled:
             self._drop()
             raise self._lost(f"cannot send {name}: {why} and reconnect is off")

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from ._backoff import Backoff
 from ._tokens import Clock, TokenProvider, token_expiry, utcnow
 
-__all__ = ["Backoff", "SessionDeadline"]
+__all__ = ["Backoff", "SessionDeadline", "replacement_due"]
 
 
 class SessionDeadline:
@@ -63,3 +63,19 @@ class SessionDeadline:
     def now(self) -> datetime:
         """The current time on this deadline's clock."""
         return self._clock()
+
+
+def replacement_due(
+    *, dead: bool, deadline: SessionDeadline
+) -> tuple[str, bool] | None:
+    """Why a session must be replaced before the next command, known without I/O.
+
+    Returns the reason and whether to say goodbye first (LOGOUT: the session is
+    healthy but ends soon), or None: the driver then asks the server whether it
+    ended the session meanwhile. The sync and the asyncio IMAP4 both decide so.
+    """
+    if dead:
+        return "the previous connection was lost", False
+    if deadline.due():
+        return f"the session ends soon (deadline {deadline.deadline})", True
+    return None

@@ -24,7 +24,7 @@ from .._limits import Limits, ReplyMeter
 from .._mailconn import initial_response
 from .._reconnect import Attempts
 from .._redact import get_logger
-from .._session import SessionDeadline
+from .._session import SessionDeadline, replacement_due
 from ..errors import (
     AuthenticationFailed,
     ConnectionLost,
@@ -132,7 +132,6 @@ class AsyncSession:
 
     def _absorb(self, response: Response) -> None:
         """Store an untagged response as imaplib would, tracking the mailbox."""
-        meter = self._meter
         for typ, dat in response.pieces:
             if typ in TRACKED:
                 self._box = observed(self._box, typ, dat, selecting=self._selecting)
@@ -150,7 +149,6 @@ class AsyncSession:
                 kept[:] = [dat]
             else:
                 kept.append(dat)
-            meter.count(0)
 
     async def _take_unasked(self) -> str | None:
         """Read what the server sent between commands; why it ended, if it did."""
@@ -435,17 +433,14 @@ class AsyncSession:
         self, name: str, kind: Kind, known: MailboxState, restore: Any
     ) -> None:
         """Replace the session first if it is dead, ending, or ended by the server."""
-        polite = False
-        if self._dead:
-            why = "the previous connection was lost"
-        elif self._deadline.due():
-            why = f"the session ends soon (deadline {self._deadline.deadline})"
-            polite = True
+        due = replacement_due(dead=self._dead, deadline=self._deadline)
+        if due is not None:
+            why, polite = due
         else:
             hung_up = await self._take_unasked()
             if hung_up is None:
                 return
-            why = f"the server ended the session ({hung_up})"
+            why, polite = f"the server ended the session ({hung_up})", False
         if not self._reconnect_enabled:
             self._drop()
             raise ConnectionLost(f"cannot send {name}: {why} and reconnect is off")

@@ -17,6 +17,7 @@ from typing import ParamSpec, TypeVar
 
 import aiosmtplib
 
+from .._redact import scrub_exception
 from .._smtp_errors import (
     SMTPAuthenticationFailed,
     SMTPConnectionLost,
@@ -111,13 +112,16 @@ R = TypeVar("R")
 def aiosmtplib_errors(
     method: Callable[P, Coroutine[object, object, R]],
 ) -> Callable[P, Coroutine[object, object, R]]:
-    """Decorate a public coroutine: what it raises leaves as aiosmtplib's too."""
+    """Decorate a public coroutine: what it raises leaves scrubbed of secrets,
+    and as aiosmtplib's too."""
 
     @wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(*args, **kwargs)
         except Error as exc:
+            # Scrubbed before the copy: its message must not keep a secret.
+            scrub_exception(exc)
             twin = as_aiosmtplib(exc)
             if twin is exc:
                 raise
